@@ -1,0 +1,200 @@
+"""Assembly: settings → secrets → database → services → registry → ASGI app.
+
+Feature modules plug in through a small protocol, so this file is the only place that knows them
+all. A feature module may define:
+  METHODS            a tuple of ``squall.xrpc.registry.Method``
+  routes(app, get_ctx)  add non-XRPC routes (well-known files, WebSockets, …)
+  async start(ctx)   attach services to ``ctx.services`` / start background tasks
+  async stop(ctx)    stop them (called in reverse order)
+  fallback           ``dispatch.Fallback`` for NSIDs nobody serves (only one module)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .auth.passwords import make_hasher
+from .auth.tokens import TokenIssuer
+from .auth.verifier import AuthVerifier
+from .config import Settings
+from .context import AppContext
+from .secrets import load_or_create_secrets
+from .store.db import Database
+from .version import __version__
+from .xrpc.dispatch import dispatch, error_response
+from .xrpc.errors import InternalServerError, XRPCError
+from .xrpc.registry import Auth, Registry
+
+
+def feature_modules() -> list[ModuleType]:
+    """The feature modules in start order. Imported here, not at module level, to keep import light."""
+    from .xrpc import server
+
+    return [server]
+
+
+def build_app(settings: Settings, *, log: logging.Logger | None = None,
+              features: list[ModuleType] | None = None) -> FastAPI:
+    log = log or logging.getLogger("squall")
+    modules = feature_modules() if features is None else features
+    state: dict[str, AppContext] = {}
+
+    def get_ctx() -> AppContext:
+        return state["ctx"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.data_directory.mkdir(parents=True, exist_ok=True)
+        secrets = load_or_create_secrets(settings)
+        if secrets.generated_admin_password:
+            # Shown exactly once, on the boot that generated it; it is also in <data>/secrets.
+            log.warning(
+                "generated admin password (shown once; also stored in %s/admin_password): %s",
+                settings.secrets_directory,
+                secrets.generated_admin_password,
+            )
+        db = Database(settings.database_path, readers=settings.db_readers, pds_version=__version__)
+        await db.open()
+        hasher = make_hasher()
+        issuer = TokenIssuer(secrets.jwt_secret, settings.service_did)
+        verifier = AuthVerifier(issuer, hasher, admin_password=secrets.admin_password,
+                                admin_token_hash=settings.admin_token_hash)
+        registry = Registry()
+        ctx = AppContext(settings=settings, secrets=secrets, db=db, registry=registry, issuer=issuer,
+                         verifier=verifier, hasher=hasher, log=log)
+        for module in modules:
+            registry.extend(getattr(module, "METHODS", ()))
+        started: list[ModuleType] = []
+        try:
+            for module in modules:
+                start = getattr(module, "start", None)
+                if start is not None:
+                    await start(ctx)
+                started.append(module)
+            state["ctx"] = ctx
+            log.info("squall started", extra={"version": __version__, "hostname": settings.hostname,
+                                               "did_method": settings.did_method, "methods": len(registry.nsids())})
+            yield
+        finally:
+            log.info("squall stopping")
+            for module in reversed(started):
+                stop = getattr(module, "stop", None)
+                if stop is not None:
+                    try:
+                        await stop(ctx)
+                    except Exception:
+                        log.exception("error while stopping %s", module.__name__)
+            await db.close()
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # XRPC is called cross-origin by web clients; the reference opens CORS for every origin.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
+                       expose_headers=["*"], max_age=86400)
+
+    fallback = None
+    for module in modules:
+        if getattr(module, "fallback", None) is not None:
+            fallback = module.fallback
+
+    @app.middleware("http")
+    async def request_log(request: Request, call_next):
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.url.path})
+            response = error_response(InternalServerError())
+        if request.url.path != "/xrpc/_health":
+            log.info("request", extra={"method": request.method, "path": request.url.path,
+                                       "status": response.status_code,
+                                       "ms": round((time.perf_counter() - started) * 1000, 2)})
+        return response
+
+    @app.get("/xrpc/_health")
+    async def health() -> Response:
+        try:
+            await get_ctx().db.check()
+        except Exception as exc:
+            log.error("health check failed: %s", exc)
+            return JSONResponse({"version": __version__, "error": "Database unavailable"}, status_code=503)
+        return JSONResponse({"version": __version__})
+
+    @app.get("/xrpc/_admin/status")
+    async def admin_status(request: Request) -> Response:
+        ctx = get_ctx()
+        try:
+            await ctx.verifier.verify(Auth.ADMIN, request.headers.get("authorization"))
+            return JSONResponse(await _admin_status(ctx))
+        except XRPCError as err:
+            return error_response(err)
+
+    @app.get("/")
+    async def root() -> Response:
+        body = (f"Squall {__version__}: an AT Protocol Personal Data Server.\n"
+                "Most API routes are under /xrpc/\n")
+        return Response(body, media_type="text/plain")
+
+    @app.get("/robots.txt")
+    async def robots() -> Response:
+        return Response("User-agent: *\nAllow: /\n", media_type="text/plain")
+
+    for module in modules:
+        add_routes = getattr(module, "routes", None)
+        if add_routes is not None:
+            add_routes(app, get_ctx)
+
+    @app.api_route("/xrpc/{nsid}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
+    async def xrpc(request: Request, nsid: str) -> Response:
+        ctx = get_ctx()
+        try:
+            return await dispatch(ctx, request, nsid, fallback)
+        except XRPCError as err:
+            return error_response(err)
+        except Exception:
+            log.exception("unhandled error in XRPC method", extra={"nsid": nsid})
+            return error_response(InternalServerError())
+
+    return app
+
+
+async def _admin_status(ctx: AppContext) -> dict[str, Any]:
+    db = ctx.db
+    accounts = await db.fetchone(
+        "SELECT COUNT(*) AS total, SUM(deactivated_at IS NULL AND takedown_ref IS NULL) AS active FROM account"
+    )
+    blobs = await db.fetchone("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM blob")
+    seq = await db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
+    status: dict[str, Any] = {
+        "version": __version__,
+        "uptimeSeconds": round(time.time() - ctx.started_at, 1),
+        "hostname": ctx.settings.hostname,
+        "serviceDid": ctx.settings.service_did,
+        "didMethod": ctx.settings.did_method,
+        "accounts": {"total": accounts["total"] or 0, "active": accounts["active"] or 0},
+        "database": {"bytes": db.size_bytes(), "schemaVersion": db.schema_version},
+        "blobs": {"count": blobs["n"], "bytes": blobs["bytes"]},
+        "firehose": {"seq": seq["seq"]},
+        "backup": _backup_status(ctx.settings.data_directory),
+    }
+    return status
+
+
+def _backup_status(data_dir: Path) -> Any:
+    path = data_dir / "backups" / "status.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"error": f"unreadable backup status: {exc}"}

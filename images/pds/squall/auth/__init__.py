@@ -1,0 +1,1 @@
+"""Authentication: passwords, legacy session JWTs, app passwords, the admin credential."""

@@ -1,0 +1,91 @@
+"""Legacy session tokens as the reference PDS issues them (HS256 JWTs).
+
+access:  header typ ``at+jwt``;      claims scope (access / appPass / appPassPrivileged), sub = DID,
+         aud = the service DID, iat, exp = iat + 2 h.
+refresh: header typ ``refresh+jwt``; scope ``com.atproto.refresh``, sub, aud, jti, iat,
+         exp = iat + 90 days. Each refresh token is single-use: refreshing rotates it and the old
+         jti is marked, so a replayed token is refused (see squall.xrpc.server).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+SCOPE_ACCESS = "com.atproto.access"
+SCOPE_APP_PASS = "com.atproto.appPass"
+SCOPE_APP_PASS_PRIVILEGED = "com.atproto.appPassPrivileged"
+SCOPE_REFRESH = "com.atproto.refresh"
+SCOPE_TAKENDOWN = "com.atproto.takendown"
+
+ACCESS_SCOPES = frozenset({SCOPE_ACCESS, SCOPE_APP_PASS, SCOPE_APP_PASS_PRIVILEGED})
+
+ACCESS_TTL = 2 * 3600
+REFRESH_TTL = 90 * 24 * 3600
+
+
+class TokenError(Exception):
+    def __init__(self, message: str, expired: bool = False):
+        super().__init__(message)
+        self.expired = expired
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    did: str
+    scope: str
+    jti: str | None
+    exp: int
+
+
+class TokenIssuer:
+    def __init__(self, secret: str, service_did: str, *, clock=time.time):
+        self._secret = secret
+        self._aud = service_did
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return "TokenIssuer(<redacted>)"
+
+    def access_token(self, did: str, scope: str = SCOPE_ACCESS) -> str:
+        now = int(self._clock())
+        claims = {"scope": scope, "sub": did, "aud": self._aud, "iat": now, "exp": now + ACCESS_TTL}
+        return jwt.encode(claims, self._secret, algorithm="HS256", headers={"typ": "at+jwt"})
+
+    def refresh_token(self, did: str) -> tuple[str, str, int]:
+        """Return (token, jti, exp)."""
+        now = int(self._clock())
+        jti = secrets.token_urlsafe(24)
+        exp = now + REFRESH_TTL
+        claims = {"scope": SCOPE_REFRESH, "sub": did, "aud": self._aud, "jti": jti, "iat": now, "exp": exp}
+        token = jwt.encode(claims, self._secret, algorithm="HS256", headers={"typ": "refresh+jwt"})
+        return token, jti, exp
+
+    def decode(self, token: str, *, expect_typ: str) -> TokenClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenError("Token could not be verified") from exc
+        if header.get("alg") != "HS256":
+            raise TokenError("Token could not be verified")
+        if header.get("typ") != expect_typ:  # a refresh token must never pass as an access token
+            raise TokenError("Invalid token type")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                audience=self._aud,
+                options={"require": ["exp", "sub", "scope"]},
+                leeway=0,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenError("Token has expired", expired=True) from exc
+        except jwt.PyJWTError as exc:
+            raise TokenError("Token could not be verified") from exc
+        if not isinstance(claims.get("sub"), str) or not claims["sub"].startswith("did:"):
+            raise TokenError("Token could not be verified")
+        return TokenClaims(did=claims["sub"], scope=str(claims["scope"]), jti=claims.get("jti"), exp=int(claims["exp"]))

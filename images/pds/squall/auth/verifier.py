@@ -1,0 +1,130 @@
+"""Who is calling: turns the Authorization header into an ``AuthResult`` for a method's policy.
+
+User credentials are the legacy session JWTs (squall.auth.tokens). The admin credential is either
+HTTP Basic ``admin:<PDS_ADMIN_PASSWORD>`` (as the reference) or a Bearer token whose argon2 hash is
+``PDS_ADMIN_TOKEN_HASH``. A user token on an admin route is refused, and vice versa.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+
+from ..xrpc.errors import AuthRequired, Forbidden, InvalidRequest
+from ..xrpc.registry import Auth
+from .passwords import verify_password
+from .tokens import (
+    ACCESS_SCOPES,
+    SCOPE_ACCESS,
+    SCOPE_APP_PASS_PRIVILEGED,
+    SCOPE_REFRESH,
+    TokenError,
+    TokenIssuer,
+)
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    did: str | None = None
+    scope: str | None = None
+    is_admin: bool = False
+    refresh_jti: str | None = None
+    token_exp: int | None = None
+
+    @property
+    def is_user(self) -> bool:
+        return self.did is not None
+
+    @property
+    def is_app_password(self) -> bool:
+        return self.scope is not None and self.scope != SCOPE_ACCESS and self.scope in ACCESS_SCOPES
+
+    @property
+    def is_privileged(self) -> bool:
+        return self.scope in (SCOPE_ACCESS, SCOPE_APP_PASS_PRIVILEGED)
+
+
+ANONYMOUS = AuthResult()
+
+
+class AuthVerifier:
+    def __init__(self, issuer: TokenIssuer, hasher: PasswordHasher, *, admin_password: str | None,
+                 admin_token_hash: str | None):
+        self._issuer = issuer
+        self._hasher = hasher
+        self._admin_password = admin_password
+        self._admin_token_hash = admin_token_hash
+        # sha256 of admin tokens already verified against the argon2 hash; argon2 takes ~20 ms and
+        # scripts poll admin status, so a verified token is remembered (bounded, by digest only).
+        self._verified_admin_tokens: set[bytes] = set()
+
+    def __repr__(self) -> str:
+        return "AuthVerifier(<redacted>)"
+
+    async def verify(self, policy: Auth, authorization: str | None) -> AuthResult:
+        if policy is Auth.NONE:
+            return ANONYMOUS
+        scheme, _, value = (authorization or "").partition(" ")
+        scheme = scheme.lower()
+        value = value.strip()
+        if not authorization:
+            if policy is Auth.OPTIONAL:
+                return ANONYMOUS
+            raise AuthRequired("Authentication Required")
+
+        if policy in (Auth.ADMIN, Auth.ACCESS_OR_ADMIN):
+            admin = await self._check_admin(scheme, value)
+            if admin:
+                return AuthResult(is_admin=True)
+            if policy is Auth.ADMIN:
+                raise AuthRequired("Admin credentials required", "AuthenticationRequired")
+
+        if scheme != "bearer" or not value:
+            raise AuthRequired("Unexpected authorization type", "AuthenticationRequired")
+
+        if policy is Auth.REFRESH:
+            claims = self._decode(value, "refresh+jwt")
+            if claims.scope != SCOPE_REFRESH or not claims.jti:
+                raise InvalidRequest("Invalid token scope", "InvalidToken")
+            return AuthResult(did=claims.did, scope=claims.scope, refresh_jti=claims.jti, token_exp=claims.exp)
+
+        claims = self._decode(value, "at+jwt")
+        if claims.scope not in ACCESS_SCOPES:
+            raise InvalidRequest("Bad token scope", "InvalidToken")
+        result = AuthResult(did=claims.did, scope=claims.scope, token_exp=claims.exp)
+        if policy is Auth.FULL and result.scope != SCOPE_ACCESS:
+            raise Forbidden("This method requires a full-access session, not an app password", "InvalidToken")
+        if policy is Auth.PRIVILEGED and not result.is_privileged:
+            raise Forbidden("This method requires a privileged app password or a full session", "InvalidToken")
+        return result
+
+    def _decode(self, token: str, typ: str):
+        try:
+            return self._issuer.decode(token, expect_typ=typ)
+        except TokenError as exc:
+            if exc.expired:
+                raise InvalidRequest("Token has expired", "ExpiredToken") from None
+            raise InvalidRequest("Token could not be verified", "InvalidToken") from None
+
+    async def _check_admin(self, scheme: str, value: str) -> bool:
+        if scheme == "basic" and self._admin_password:
+            try:
+                decoded = base64.b64decode(value, validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                return False
+            user, _, password = decoded.partition(":")
+            expected = f"admin:{self._admin_password}".encode()
+            return hmac.compare_digest(f"{user}:{password}".encode(), expected)
+        if scheme == "bearer" and self._admin_token_hash and value.count(".") != 2:
+            digest = hashlib.sha256(value.encode()).digest()
+            if digest in self._verified_admin_tokens:
+                return True
+            if await verify_password(self._hasher, self._admin_token_hash, value):
+                if len(self._verified_admin_tokens) < 64:
+                    self._verified_admin_tokens.add(digest)
+                return True
+        return False

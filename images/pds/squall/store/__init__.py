@@ -1,0 +1,1 @@
+"""SQLite storage: the one database that holds all PDS state (see ARCHITECTURE.md)."""

@@ -1,0 +1,152 @@
+"""The database handle: one writer thread, a small pool of aiosqlite readers, WAL mode.
+
+Why the writer is a plain ``sqlite3`` connection on its own thread: a record write reads MST
+nodes, builds the commit with the pure core and stores blocks, records, blob refs and the firehose
+event in ONE transaction. Running that whole unit as one function on the writer's thread costs a
+single thread hop; driving it statement by statement through an async driver would cost a hop per
+statement (tens per commit). Reads are many and short, so they go through aiosqlite connections
+that never block the event loop. WAL lets readers proceed while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, TypeVar
+
+import aiosqlite
+
+from .migrations import apply_migrations
+
+T = TypeVar("T")
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",  # durable at checkpoints; a power cut may lose the last commits only
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=5000",  # the backup sidecar's snapshot may hold a read lock briefly
+)
+
+
+class StoreError(Exception):
+    """The database cannot be used (newer schema, corrupt file, closed handle)."""
+
+
+class Database:
+    def __init__(self, path: Path, *, readers: int = 2, pds_version: str = "unknown"):
+        self.path = Path(path)
+        self._reader_count = readers
+        self._pds_version = pds_version
+        self._executor: ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._readers: asyncio.Queue[aiosqlite.Connection] | None = None
+        self._all_readers: list[aiosqlite.Connection] = []
+        self.schema_version = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(self._executor, self._open_writer)
+        self._readers = asyncio.Queue()
+        for _ in range(self._reader_count):
+            conn = await aiosqlite.connect(self.path)
+            conn.row_factory = sqlite3.Row
+            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute("PRAGMA query_only=ON")
+            self._all_readers.append(conn)
+            self._readers.put_nowait(conn)
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        for pragma in _PRAGMAS:
+            conn.execute(pragma)
+        try:
+            self.schema_version = apply_migrations(conn, self._pds_version)
+        except Exception:
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        for conn in self._all_readers:
+            await conn.close()
+        self._all_readers.clear()
+        if self._writer is not None and self._executor is not None:
+            writer = self._writer
+            self._writer = None
+
+            def _close() -> None:
+                try:
+                    writer.execute("PRAGMA optimize")
+                finally:
+                    writer.close()
+
+            await asyncio.get_running_loop().run_in_executor(self._executor, _close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one IMMEDIATE transaction on the writer thread.
+
+        Commits when ``fn`` returns, rolls back when it raises (the exception propagates).
+        """
+        if self._writer is None or self._executor is None:
+            raise StoreError("database is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._transact, fn, args)
+
+    def _transact(self, fn: Callable[..., T], args: tuple) -> T:
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._readers is None:
+            raise StoreError("database is closed")
+        conn = await self._readers.get()
+        try:
+            yield conn
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        async with self.reader() as conn:
+            async with conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+        async with self.reader() as conn:
+            async with conn.execute(sql, params) as cur:
+                return await cur.fetchone()
+
+    async def check(self) -> None:
+        """Raise when the database cannot answer (used by /xrpc/_health)."""
+        row = await self.fetchone("SELECT 1")
+        if row is None or row[0] != 1:
+            raise StoreError("database did not answer")
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total

@@ -1,0 +1,202 @@
+"""Versioned schema migrations, applied at start inside one transaction each.
+
+The schema version is SQLite's ``user_version`` (the backup sidecar reads it into its manifest).
+A database written by a newer Squall is refused rather than guessed at: downgrades lose data.
+Append new migrations; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+class SchemaTooNew(Exception):
+    pass
+
+
+_V1 = """
+CREATE TABLE squall_meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+
+-- Accounts ------------------------------------------------------------------------------------
+CREATE TABLE account (
+  did              TEXT PRIMARY KEY,
+  handle           TEXT UNIQUE,                   -- lower-case; NULL while a handle is invalid
+  email            TEXT UNIQUE COLLATE NOCASE,
+  password_hash    TEXT,                          -- argon2id
+  signing_key_alg  TEXT NOT NULL,                 -- 'ES256K' or 'ES256'
+  signing_key      BLOB NOT NULL,                 -- 32-byte private scalar of the repo signing key
+  created_at       TEXT NOT NULL,
+  email_confirmed_at TEXT,
+  deactivated_at   TEXT,
+  delete_after     TEXT,
+  takedown_ref     TEXT,
+  invites_disabled INTEGER NOT NULL DEFAULT 0,
+  plc_pending_op   BLOB                           -- signed PLC op not yet accepted by the directory
+);
+
+CREATE TABLE refresh_token (
+  id                TEXT PRIMARY KEY,            -- the refresh JWT's jti
+  did               TEXT NOT NULL REFERENCES account(did) ON DELETE CASCADE,
+  app_password_name TEXT,
+  expires_at        INTEGER NOT NULL,           -- unix seconds
+  next_id           TEXT                         -- set once rotated: the token may not be used again
+);
+CREATE INDEX refresh_token_did ON refresh_token(did);
+
+CREATE TABLE app_password (
+  did           TEXT NOT NULL REFERENCES account(did) ON DELETE CASCADE,
+  name          TEXT NOT NULL,
+  password_hash TEXT NOT NULL,
+  privileged    INTEGER NOT NULL DEFAULT 0,
+  created_at    TEXT NOT NULL,
+  PRIMARY KEY (did, name)
+);
+
+CREATE TABLE invite_code (
+  code            TEXT PRIMARY KEY,
+  available_uses  INTEGER NOT NULL,
+  disabled        INTEGER NOT NULL DEFAULT 0,
+  for_account     TEXT NOT NULL,                 -- DID, or 'admin'
+  created_by      TEXT NOT NULL,
+  created_at      TEXT NOT NULL
+);
+CREATE INDEX invite_code_for_account ON invite_code(for_account);
+
+CREATE TABLE invite_code_use (
+  code    TEXT NOT NULL REFERENCES invite_code(code),
+  used_by TEXT NOT NULL,
+  used_at TEXT NOT NULL,
+  PRIMARY KEY (code, used_by)
+);
+
+CREATE TABLE account_pref (
+  id        INTEGER PRIMARY KEY AUTOINCREMENT,   -- keeps the client's order
+  did       TEXT NOT NULL REFERENCES account(did) ON DELETE CASCADE,
+  name      TEXT NOT NULL,                       -- the preference's $type
+  value     TEXT NOT NULL                        -- JSON
+);
+CREATE INDEX account_pref_did ON account_pref(did);
+
+-- Repositories ---------------------------------------------------------------------------------
+CREATE TABLE repo_root (
+  did        TEXT PRIMARY KEY REFERENCES account(did) ON DELETE CASCADE,
+  cid        TEXT NOT NULL,                      -- current commit
+  rev        TEXT NOT NULL,
+  indexed_at TEXT NOT NULL
+);
+
+CREATE TABLE repo_block (
+  did      TEXT NOT NULL,
+  cid      BLOB NOT NULL,                        -- binary CID
+  repo_rev TEXT NOT NULL,                        -- rev of the commit that introduced the block
+  size     INTEGER NOT NULL,
+  content  BLOB NOT NULL,
+  PRIMARY KEY (did, cid)
+) WITHOUT ROWID;
+CREATE INDEX repo_block_rev ON repo_block(did, repo_rev);
+
+CREATE TABLE record (
+  did        TEXT NOT NULL,
+  collection TEXT NOT NULL,
+  rkey       TEXT NOT NULL,
+  cid        TEXT NOT NULL,
+  repo_rev   TEXT NOT NULL,
+  indexed_at TEXT NOT NULL,
+  PRIMARY KEY (did, collection, rkey)
+) WITHOUT ROWID;
+CREATE INDEX record_rev ON record(did, repo_rev);
+
+-- Blobs --------------------------------------------------------------------------------------------
+CREATE TABLE blob (
+  did        TEXT NOT NULL,
+  cid        TEXT NOT NULL,
+  mime_type  TEXT NOT NULL,
+  size       INTEGER NOT NULL,
+  temp_key   TEXT,                               -- set while only uploaded, not yet referenced
+  created_at TEXT NOT NULL,
+  unreferenced_since TEXT,                       -- for garbage collection after a grace period
+  takedown_ref TEXT,
+  PRIMARY KEY (did, cid)
+) WITHOUT ROWID;
+
+CREATE TABLE record_blob (
+  did        TEXT NOT NULL,
+  blob_cid   TEXT NOT NULL,
+  record_uri TEXT NOT NULL,
+  PRIMARY KEY (did, blob_cid, record_uri)
+) WITHOUT ROWID;
+CREATE INDEX record_blob_uri ON record_blob(did, record_uri);
+
+-- Sequencer (firehose). AUTOINCREMENT: a rolled-back transaction also rolls back the counter, so
+-- seq stays gapless, and a pruned seq is never reused. ---------------------------------------------
+CREATE TABLE repo_seq (
+  seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+  did          TEXT NOT NULL,
+  event_type   TEXT NOT NULL,                    -- 'commit' | 'sync' | 'identity' | 'account'
+  event        BLOB NOT NULL,                    -- DAG-CBOR body without seq
+  sequenced_at TEXT NOT NULL
+);
+CREATE INDEX repo_seq_did ON repo_seq(did);
+CREATE INDEX repo_seq_sequenced_at ON repo_seq(sequenced_at);
+
+-- Identity cache for other DIDs ----------------------------------------------------------------
+CREATE TABLE did_cache (
+  did        TEXT PRIMARY KEY,
+  doc        TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+LATEST = MIGRATIONS[-1][0]
+
+
+def apply_migrations(conn: sqlite3.Connection, pds_version: str) -> int:
+    """Bring the schema to LATEST; return the version. Refuses a newer database."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > LATEST:
+        raise SchemaTooNew(
+            f"database schema version {current} is newer than this Squall supports ({LATEST}); "
+            "run the newer Squall release or restore a backup made by this one"
+        )
+    for version, sql in MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "INSERT INTO squall_meta(key, value) VALUES ('pds_version', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (pds_version,),
+    )
+    conn.execute("COMMIT")
+    return LATEST
+
+
+def _split_sql(script: str) -> list[str]:
+    # executescript() would COMMIT implicitly; splitting keeps each migration in one transaction.
+    statements, buf = [], []
+    for line in script.splitlines():
+        stripped = line.split("--", 1)[0].rstrip()
+        if not stripped:
+            continue
+        buf.append(stripped)
+        if stripped.endswith(";"):
+            statement = "\n".join(buf).strip()
+            if sqlite3.complete_statement(statement):
+                statements.append(statement)
+                buf = []
+    if buf:
+        statements.append("\n".join(buf))
+    return statements

@@ -1,0 +1,1 @@
+"""XRPC: the registry, the dispatcher and one module per namespace."""

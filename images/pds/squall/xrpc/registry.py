@@ -1,0 +1,74 @@
+"""The XRPC registry: every method the PDS serves, declared as data.
+
+Each namespace module (``squall.xrpc.server``, ``.repo``, ``.sync`` …) exposes ``METHODS``, a
+tuple of ``Method`` values: NSID, kind, auth policy, handler, declared errors and input limits.
+The registry is therefore the table of contents of the API, and the dispatcher
+(``squall.xrpc.dispatch``) is the only place that turns HTTP into calls.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal
+
+from ..atproto import syntax
+
+if TYPE_CHECKING:
+    from .request import XrpcRequest
+
+
+class Auth(enum.Enum):
+    NONE = "none"  # public
+    OPTIONAL = "optional"  # a valid access token is used when present; a bad one is refused
+    ACCESS = "access"  # any access token: full session or app password
+    PRIVILEGED = "privileged"  # full session or privileged app password
+    FULL = "full"  # full session only (no app password)
+    REFRESH = "refresh"  # refresh token
+    ADMIN = "admin"  # admin credential only; user tokens are refused
+    ACCESS_OR_ADMIN = "access_or_admin"
+
+
+Kind = Literal["query", "procedure"]
+Handler = Callable[["XrpcRequest"], Awaitable[Any]]
+
+DEFAULT_JSON_LIMIT = 1024 * 1024  # reference caps JSON bodies at 100 KB for most routes; records may be larger
+
+
+@dataclass(frozen=True)
+class Method:
+    nsid: str
+    kind: Kind
+    handler: Handler
+    auth: Auth = Auth.NONE
+    errors: tuple[str, ...] = ()
+    # Procedures: "json" parses a JSON object body; "bytes" hands the raw stream to the handler
+    # (uploadBlob, importRepo); None means the method takes no input.
+    input: Literal["json", "bytes"] | None = "json"
+    max_body: int = DEFAULT_JSON_LIMIT
+
+    def __post_init__(self) -> None:
+        syntax.ensure_valid_nsid(self.nsid)
+
+
+@dataclass
+class Registry:
+    _methods: dict[str, Method] = field(default_factory=dict)
+
+    def add(self, method: Method) -> None:
+        if method.nsid in self._methods:
+            raise ValueError(f"XRPC method {method.nsid} registered twice")
+        self._methods[method.nsid] = method
+
+    def extend(self, methods: Iterable[Method]) -> None:
+        for method in methods:
+            self.add(method)
+
+    def get(self, nsid: str) -> Method | None:
+        return self._methods.get(nsid)
+
+    def __contains__(self, nsid: str) -> bool:
+        return nsid in self._methods
+
+    def nsids(self) -> list[str]:
+        return sorted(self._methods)
