@@ -65,6 +65,7 @@ def encode_varint(value: int) -> bytes:
 
 
 _SHA256_PREFIX = {DAG_CBOR: b"\x01\x71\x12\x20", RAW: b"\x01\x55\x12\x20"}
+_BLESSED_PREFIXES = frozenset(_SHA256_PREFIX.values())
 
 
 class CID:
@@ -123,6 +124,9 @@ class CID:
     def from_bytes(cls, raw: bytes | bytearray | memoryview, *, strict: bool = True) -> "CID":
         """Parse the binary form (no multibase prefix, no 0x00 tag-42 prefix), all of it."""
         raw = bytes(raw)
+        if len(raw) == 36 and raw[:4] in _BLESSED_PREFIXES:
+            # The only form atproto writes; every CID link in every record goes through here.
+            return cls._make(raw, raw[1], SHA2_256, 4)
         if len(raw) == 34 and raw[0] == 0x12 and raw[1] == 0x20:
             if strict:
                 raise DecodeError("CIDv0 is not allowed in atproto")
@@ -259,6 +263,9 @@ class CID:
                 text = "b" + base64.b32encode(self._bytes).decode("ascii").lower().rstrip("=")
             object.__setattr__(self, "_str", text)  # a cache, not a visible change
         return text
+
+    def __bytes__(self) -> bytes:
+        return self._bytes
 
     def __str__(self) -> str:
         return self.encode()
