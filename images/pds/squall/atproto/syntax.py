@@ -364,8 +364,15 @@ def format_datetime(value: _dt.datetime) -> str:
     """The preferred atproto spelling of an aware datetime: UTC, milliseconds, ``Z``."""
     if value.tzinfo is None:
         raise InvalidSyntax("datetime to format must be timezone-aware")
-    utc = value.astimezone(_dt.timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    try:
+        u = value.astimezone(_dt.timezone.utc)
+    except OverflowError:
+        raise InvalidSyntax(f"datetime {value!r} is outside years 1-9999 in UTC") from None
+    # Not strftime: glibc's %Y does not zero-pad years before 1000.
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+        f".{u.microsecond // 1000:03d}Z"
+    )
 
 
 # -- language (BCP 47) -------------------------------------------------------------------------
