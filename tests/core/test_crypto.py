@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+import coincurve
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -198,6 +199,24 @@ def test_high_s_variant_of_own_signature_is_rejected(keypair):
     assert _openssl_accepts(keypair.public_key, message, r, order - s)
     assert keypair.public_key.verify(message, high) is False
     assert verify_signature(keypair.did_key(), message, high) is False
+
+
+def test_libsecp256k1_itself_refuses_high_s():
+    # The explicit low-S check in PublicKey.verify is the rule; this shows coincurve does not
+    # quietly normalise a high-S signature either (so the two layers agree).
+    kp = _FIXED_KEYS["ES256K"]
+    r, s = _rs(kp.sign(b"m"))
+    raw = coincurve.PublicKey(kp.public_key.compressed)
+    assert raw.verify(encode_dss_signature(r, s), b"m") is True
+    assert raw.verify(encode_dss_signature(r, SECP256K1_N - s), b"m") is False
+
+
+def test_public_keys_are_immutable():
+    key = _FIXED_KEYS["ES256K"].public_key
+    with pytest.raises(AttributeError):
+        key.algorithm = "ES256"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        key.compressed = b"\x02" * 33  # type: ignore[misc]
 
 
 def test_der_form_of_own_signature_is_rejected(keypair):

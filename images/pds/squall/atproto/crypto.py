@@ -158,13 +158,23 @@ def _compact_low_s(der: bytes, order: int) -> bytes:
 class PublicKey:
     """A verification key on one of the two atproto curves, held as its compressed point."""
 
-    __slots__ = ("algorithm", "compressed", "_backend")
+    __slots__ = ("_algorithm", "_compressed", "_backend")
 
     def __init__(self, algorithm: str, compressed: bytes, _backend: object) -> None:
         # Use the from_* constructors: they validate the point.
-        self.algorithm = algorithm
-        self.compressed = compressed
+        self._algorithm = algorithm
+        self._compressed = compressed
         self._backend = _backend
+
+    @property
+    def algorithm(self) -> str:
+        """``'ES256K'`` (secp256k1) or ``'ES256'`` (P-256)."""
+        return self._algorithm
+
+    @property
+    def compressed(self) -> bytes:
+        """The 33-byte compressed SEC1 point."""
+        return self._compressed
 
     # -- construction -------------------------------------------------------------------------
 
