@@ -336,6 +336,7 @@ def test_grapheme_len():
     assert grapheme_len("🇩🇪🏳️‍🌈") == 2
     assert grapheme_len("👩‍👩‍👦‍👦") == 1
     assert grapheme_len("\r\n") == 1
+    assert grapheme_len("a\r\nb\n\r") == 5  # CR LF is one cluster, LF CR is two
     assert grapheme_len("한국어") == 3
 
 
