@@ -157,32 +157,13 @@ class Engine:
             self.status.update(current_run=current)
 
         try:
-            shutil.rmtree(self.staging_dir, ignore_errors=True)
-            self._clean_partial_pending()
-            stage("upload")
-            for pid in self.pending_ids():
-                self.check_cancel()
-                try:
-                    self.upload_pending(pid)
-                except PendingBroken as exc:
-                    logs.error("backup.pending_dropped", id=pid, error=str(exc))
-                    shutil.rmtree(self.pending_dir / pid, ignore_errors=True)
-                except TargetError as exc:
-                    logs.warning("backup.pending_upload_failed", id=pid, error=str(exc))
-            stage("snapshot")
-            marker = self.create(backup_id, started)
-            self._enforce_max_pending(keep=backup_id)
-            stage("upload")
-            stats = self.upload_pending(backup_id)
-            stage("prune")
-            pruned = self.prune()
-            verified = None
-            if self.settings.verify_after_upload and (
-                    self.settings.age_identity_file is not None or not marker.encrypted):
-                stage("verify")
-                for t in self.targets:
-                    self.verify(backup_id, target_name=t.name)
-                verified = True
+            try:
+                marker, stats, pruned, verified = self._steps(backup_id, started, stage)
+            except Exception as exc:
+                if not self.stop.is_set() or isinstance(exc, Aborted):
+                    raise
+                # A request cut short by the stop request failed: that is an abort, not a backup failure.
+                raise Aborted(f"stop requested during {current['stage']}") from exc
         except Aborted as exc:
             shutil.rmtree(self.staging_dir, ignore_errors=True)
             self._clean_partial_pending()
@@ -226,6 +207,35 @@ class Engine:
                       "duration_seconds": duration, "ok": True, "aborted": False})
         logs.info("backup.done", **success, pruned=pruned, backup_count=counts)
         return success
+
+    def _steps(self, backup_id: str, started: datetime, stage) -> tuple:
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        self._clean_partial_pending()
+        stage("upload")
+        for pid in self.pending_ids():
+            self.check_cancel()
+            try:
+                self.upload_pending(pid)
+            except PendingBroken as exc:
+                logs.error("backup.pending_dropped", id=pid, error=str(exc))
+                shutil.rmtree(self.pending_dir / pid, ignore_errors=True)
+            except TargetError as exc:
+                logs.warning("backup.pending_upload_failed", id=pid, error=str(exc))
+        stage("snapshot")
+        marker = self.create(backup_id, started)
+        self._enforce_max_pending(keep=backup_id)
+        stage("upload")
+        stats = self.upload_pending(backup_id)
+        stage("prune")
+        pruned = self.prune()
+        verified = None
+        if self.settings.verify_after_upload and (
+                self.settings.age_identity_file is not None or not marker.encrypted):
+            stage("verify")
+            for t in self.targets:
+                self.verify(backup_id, target_name=t.name)
+            verified = True
+        return marker, stats, pruned, verified
 
     def _clean_partial_pending(self) -> None:
         if self.pending_dir.is_dir():

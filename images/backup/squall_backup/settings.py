@@ -66,7 +66,8 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BACKUP_", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BACKUP_", case_sensitive=False, extra="ignore",
+                                      populate_by_name=True)
 
     data_directory: Path = Field(Path("/data"), validation_alias="PDS_DATA_DIRECTORY")
     schedule: str = "1h"
