@@ -60,8 +60,6 @@ def check_tree(w: NodeWrangler, root: CID) -> list[tuple[str, CID]]:
             assert hi is None or k < hi
         bounds = [lo, *node.keys, hi]
         for i, sub in enumerate(node.subtrees):
-            if i < len(node.keys):
-                pass
             if sub is not None:
                 assert height > 0, "subtree below layer 0"
                 visit(sub, height - 1, bounds[i], bounds[i + 1], False)

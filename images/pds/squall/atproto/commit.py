@@ -14,20 +14,20 @@ from . import dagcbor
 from .cid import CID
 from .crypto import Keypair, PublicKey, parse_did_key
 from .errors import AtprotoError, DecodeError, InvalidSyntax
+from .syntax import ensure_valid_did
 from .tid import ensure_valid_tid
 
 __all__ = ["COMMIT_VERSION", "sign_commit", "verify_commit", "decode_commit", "check_commit", "unsigned_bytes"]
 
 COMMIT_VERSION = 3
 _FIELDS = frozenset({"did", "version", "data", "rev", "prev", "sig"})
-_MAX_DID_LENGTH = 2048
 
 
 def _check_did(did: object) -> None:
-    # The full DID grammar lives with the other identifier syntaxes; a commit only needs to be
-    # sure it holds a string that is shaped like one.
-    if type(did) is not str or not did.startswith("did:") or len(did) > _MAX_DID_LENGTH:
-        raise DecodeError(f"commit 'did' must be a DID string, got {did!r}")
+    try:
+        ensure_valid_did(did)  # type: ignore[arg-type]
+    except InvalidSyntax as exc:
+        raise DecodeError(f"commit 'did' is not a DID: {exc}") from exc
 
 
 def check_commit(commit: object) -> dict:

@@ -23,6 +23,7 @@ from .cid import CID
 from .commit import decode_commit, sign_commit, verify_commit
 from .crypto import Keypair, PublicKey
 from .errors import AtprotoError, DecodeError
+from .syntax import ensure_valid_nsid, ensure_valid_record_key
 from .mst import EMPTY_ROOT_CID, InvertError, NodeCache, NodeStore, NodeWrangler, ensure_valid_key, invert_ops
 
 __all__ = [
@@ -192,9 +193,11 @@ def apply_writes(
             raise InvalidWrite(f"not a create, update or delete write: {write!r}")
         path = write.path
         try:
+            ensure_valid_nsid(write.collection)
+            ensure_valid_record_key(write.rkey)
             ensure_valid_key(path)
         except AtprotoError as exc:
-            raise InvalidWrite(f"invalid record path {path!r}") from exc
+            raise InvalidWrite(f"invalid record path {path!r}: {exc}") from exc
         if path in seen:
             raise InvalidWrite(f"more than one write to {path} in one commit")
         seen.add(path)
