@@ -1,14 +1,100 @@
 """com.atproto.server.* — the server description, accounts, sessions, app passwords, invites.
 
-https://atproto.com/specs/xrpc and the com.atproto.server lexicons.
+https://atproto.com/specs/xrpc and the com.atproto.server lexicons; error names and statuses
+follow the reference PDS. The rules and the SQL live in ``squall.accounts``; the handlers here
+read and check the input, pick the caller and shape the output.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from ..accounts import app_passwords, invites, sessions, signup, status
+from ..accounts import events as account_events
+from ..accounts.sessions import LoginChecker, Session
+from ..accounts.store import Account, get_by_did
+from ..atproto import syntax
+from ..atproto.errors import InvalidSyntax
+from ..atproto.tid import TidClock
+from ..auth.tokens import SCOPE_TAKENDOWN
+from ..store.sequencer import now_iso
+from .errors import AuthRequired, InvalidRequest
 from .registry import Auth, Method
 from .request import XrpcRequest
+
+INVALID_HANDLE = "handle.invalid"
+MAX_USE_COUNT = 100_000
+MAX_CODE_COUNT = 1000
+MAX_FOR_ACCOUNTS = 100
+
+
+async def start(ctx) -> None:
+    # One TID clock per app: revs and record keys must never go backwards, even across restarts
+    # with a slow clock, so it starts above the newest rev stored.
+    clock = ctx.services.setdefault("tid_clock", TidClock())
+    row = await ctx.db.fetchone("SELECT MAX(rev) AS rev FROM repo_root")
+    if row is not None and row["rev"]:
+        clock.observe(row["rev"])
+    ctx.services["login"] = LoginChecker(ctx.db, ctx.hasher)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _string(req: XrpcRequest, name: str, *, required: bool = True, max_length: int = 2048) -> str | None:
+    value = req.field(name, str, required=required)
+    if value is not None and len(value) > max_length:
+        raise InvalidRequest(f"Input/{name} is too long (at most {max_length} characters)")
+    return value
+
+
+def _integer(req: XrpcRequest, name: str, *, minimum: int, maximum: int, required: bool = True,
+             default: int | None = None) -> int:
+    value = req.field(name, int, required=required, default=default)
+    if value < minimum or value > maximum:
+        raise InvalidRequest(f"Input/{name} must be between {minimum} and {maximum}")
+    return value
+
+
+def _did(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where} must be a string")
+    try:
+        syntax.ensure_valid_did(value)
+    except InvalidSyntax as exc:
+        raise InvalidRequest(f"{where} must be a valid did: {exc}") from None
+    return value
+
+
+async def _account(req: XrpcRequest, *, include_takendown: bool = False) -> Account:
+    account = await get_by_did(req.ctx.db, req.did)
+    if account is None or (account.is_takendown and not include_takendown):
+        raise InvalidRequest(f"Could not find user info for account: {req.did}")
+    return account
+
+
+def _session_view(req: XrpcRequest, account: Account) -> dict[str, Any]:
+    handle = account.handle or INVALID_HANDLE
+    out: dict[str, Any] = {
+        "handle": handle,
+        "did": account.did,
+        "didDoc": signup.did_document(req.ctx, account.did, handle, account.keypair().public_key),
+        "emailConfirmed": account.email_confirmed_at is not None,
+        "active": account.active,
+    }
+    if account.email is not None:
+        out["email"] = account.email
+    if account.status is not None:
+        out["status"] = account.status
+    return out
+
+
+def _with_tokens(view: dict[str, Any], session: Session) -> dict[str, Any]:
+    return {"accessJwt": session.access_jwt, "refreshJwt": session.refresh_jwt, **view}
+
+
+# -- description --------------------------------------------------------------------------------------
 
 
 async def describe_server(req: XrpcRequest) -> dict[str, Any]:
@@ -29,6 +115,265 @@ async def describe_server(req: XrpcRequest) -> dict[str, Any]:
     return out
 
 
+# -- accounts ------------------------------------------------------------------------------------------
+
+
+async def create_account(req: XrpcRequest) -> dict[str, Any]:
+    handle = _string(req, "handle", max_length=253)
+    email = _string(req, "email", required=False, max_length=512)
+    password = _string(req, "password", required=False, max_length=1024)
+    invite_code = _string(req, "inviteCode", required=False, max_length=256)
+    for unsupported in ("did", "plcOp", "recoveryKey", "verificationCode", "verificationPhone"):
+        if req.body.get(unsupported) is not None:
+            raise InvalidRequest(f"Unsupported input: \"{unsupported}\" is not supported by this server")
+    if email is None:
+        raise InvalidRequest("Email is required")
+    if password is None:
+        raise InvalidRequest("Password is required", "InvalidPassword")
+    created = await signup.create_account(req.ctx, signup.SignupInput(handle, email, password, invite_code))
+    return {
+        "handle": created.handle,
+        "did": created.did,
+        "didDoc": created.did_doc,
+        "accessJwt": created.session.access_jwt,
+        "refreshJwt": created.session.refresh_jwt,
+    }
+
+
+async def check_account_status(req: XrpcRequest) -> dict[str, Any]:
+    ctx = req.ctx
+    account = await _account(req)
+    did = account.did
+    root = await ctx.db.fetchone("SELECT cid, rev FROM repo_root WHERE did = ?", (did,))
+    if root is None:
+        raise InvalidRequest(f"Could not find repo for account: {did}")
+    blocks = await ctx.db.fetchone("SELECT COUNT(*) AS n FROM repo_block WHERE did = ?", (did,))
+    records = await ctx.db.fetchone("SELECT COUNT(*) AS n FROM record WHERE did = ?", (did,))
+    expected = await ctx.db.fetchone("SELECT COUNT(DISTINCT blob_cid) AS n FROM record_blob WHERE did = ?", (did,))
+    imported = await ctx.db.fetchone("SELECT COUNT(*) AS n FROM blob WHERE did = ? AND temp_key IS NULL", (did,))
+    return {
+        "activated": account.deactivated_at is None,
+        "validDid": await _valid_did(req, account),
+        "repoCommit": root["cid"],
+        "repoRev": root["rev"],
+        "repoBlocks": blocks["n"],
+        "indexedRecords": records["n"],
+        "privateStateValues": 0,
+        "expectedBlobs": expected["n"],
+        "importedBlobs": imported["n"],
+    }
+
+
+async def _valid_did(req: XrpcRequest, account: Account) -> bool:
+    """Does the published DID document point at this server and the account's signing key?"""
+    if account.plc_pending_op is not None:
+        return False
+    identity = req.ctx.services.get("identity")
+    if account.did.startswith("did:web:") or identity is None:
+        # did:web documents of hosted accounts are served by this server from the account row.
+        return account.did.startswith("did:web:")
+    try:
+        doc = await identity.resolve_did(account.did)
+    except Exception as exc:  # an unreachable directory means "not verified", not an error
+        req.ctx.log.warning("could not resolve %s for checkAccountStatus: %s", account.did, exc)
+        return False
+    expected = signup.local_did_document(account.did, account.handle or INVALID_HANDLE,
+                                         account.keypair().public_key, req.ctx.settings.public_url)
+    return _doc_matches(doc, expected)
+
+
+def _doc_matches(doc: Any, expected: dict[str, Any]) -> bool:
+    if not isinstance(doc, dict):
+        return False
+
+    def key(d: dict) -> Any:
+        return next((vm.get("publicKeyMultibase") for vm in d.get("verificationMethod") or []
+                     if isinstance(vm, dict) and str(vm.get("id", "")).endswith("#atproto")), None)
+
+    def pds(d: dict) -> Any:
+        return next((s.get("serviceEndpoint") for s in d.get("service") or []
+                     if isinstance(s, dict) and str(s.get("id", "")).endswith("#atproto_pds")), None)
+
+    return key(doc) == key(expected) and pds(doc) == pds(expected)
+
+
+async def activate_account(req: XrpcRequest) -> None:
+    await req.ctx.db.write(status.activate, req.did)
+    await account_events.wake_firehose(req.ctx)
+
+
+async def deactivate_account(req: XrpcRequest) -> None:
+    delete_after = _string(req, "deleteAfter", required=False, max_length=64)
+    if delete_after is not None:
+        try:
+            syntax.ensure_valid_datetime(delete_after)
+        except InvalidSyntax as exc:
+            raise InvalidRequest(f"Input/deleteAfter must be a valid datetime: {exc}") from None
+    await req.ctx.db.write(status.deactivate, req.did, delete_after)
+    await account_events.wake_firehose(req.ctx)
+
+
+# -- sessions -------------------------------------------------------------------------------------------
+
+
+async def create_session(req: XrpcRequest) -> dict[str, Any]:
+    identifier = _string(req, "identifier", max_length=512)
+    password = _string(req, "password", max_length=4096)
+    allow_takendown = req.field("allowTakendown", bool, required=False, default=False)
+    req.field("authFactorToken", str, required=False)
+    ctx = req.ctx
+    account, app_password = await ctx.services["login"].login(identifier, password)
+    if account.is_takendown:
+        if not allow_takendown:
+            raise AuthRequired("Account has been taken down", "AccountTakedown")
+        # A taken-down account may read its own status but gets no refresh token to keep.
+        refresh, _, _ = ctx.issuer.refresh_token(account.did)
+        session = Session(ctx.issuer.access_token(account.did, SCOPE_TAKENDOWN), refresh)
+    else:
+        session, jti, exp = sessions.mint(ctx.issuer, account.did, app_password)
+        await ctx.db.write(sessions.store_refresh_token, jti, account.did,
+                           app_password.name if app_password else None, exp)
+    return _with_tokens(_session_view(req, account), session)
+
+
+async def get_session(req: XrpcRequest) -> dict[str, Any]:
+    return _session_view(req, await _account(req))
+
+
+async def refresh_session(req: XrpcRequest) -> dict[str, Any]:
+    ctx = req.ctx
+    account = await get_by_did(ctx.db, req.did)
+    if account is None:
+        raise InvalidRequest(f"Could not find user info for account: {req.did}")
+    if account.is_takendown:
+        raise AuthRequired("Account has been taken down", "AccountTakedown")
+    session = await ctx.db.write(sessions.rotate, ctx.issuer, req.auth.refresh_jti, int(time.time()))
+    return _with_tokens(_session_view(req, account), session)
+
+
+async def delete_session(req: XrpcRequest) -> None:
+    await req.ctx.db.write(sessions.revoke, req.auth.refresh_jti)
+
+
+# -- app passwords ------------------------------------------------------------------------------------
+
+
+async def create_app_password(req: XrpcRequest) -> dict[str, Any]:
+    name = _string(req, "name", max_length=app_passwords.MAX_NAME_LENGTH).strip()
+    privileged = req.field("privileged", bool, required=False, default=False)
+    if not name:
+        raise InvalidRequest("Input/name must not be empty")
+    ctx = req.ctx
+    account = await _account(req, include_takendown=True)
+    if account.is_takendown:
+        raise InvalidRequest("Account has been taken down", "AccountTakedown")
+    password = app_passwords.generate()
+    digest = await app_passwords.hash_app_password(ctx.hasher, account.did, password)
+    created_at = now_iso()
+    try:
+        inserted = await ctx.db.write(app_passwords.insert, account.did, name, digest, privileged, created_at)
+    except app_passwords.TooManyAppPasswords:
+        raise InvalidRequest(f"Too many app passwords (at most {app_passwords.MAX_PER_ACCOUNT}); "
+                             "revoke one first") from None
+    if not inserted:
+        raise InvalidRequest(f"An app password named {name!r} already exists")
+    return {"name": name, "password": password, "createdAt": created_at, "privileged": privileged}
+
+
+async def list_app_passwords(req: XrpcRequest) -> dict[str, Any]:
+    rows = await req.ctx.db.fetchall(
+        "SELECT name, created_at, privileged FROM app_password WHERE did = ? ORDER BY created_at DESC, name",
+        (req.did,),
+    )
+    return {"passwords": [{"name": r["name"], "createdAt": r["created_at"], "privileged": bool(r["privileged"])}
+                          for r in rows]}
+
+
+async def revoke_app_password(req: XrpcRequest) -> None:
+    name = _string(req, "name", max_length=app_passwords.MAX_NAME_LENGTH)
+    await req.ctx.db.write(app_passwords.delete, req.did, name)
+
+
+# -- invite codes -------------------------------------------------------------------------------------
+
+
+async def create_invite_code(req: XrpcRequest) -> dict[str, Any]:
+    use_count = _integer(req, "useCount", minimum=1, maximum=MAX_USE_COUNT)
+    for_account = req.field("forAccount", str, required=False)
+    account = _did(for_account, "Input/forAccount") if for_account is not None else invites.ADMIN
+    code = invites.generate_code(req.ctx.settings.hostname)
+    await req.ctx.db.write(invites.insert_codes, [(code, account)], use_count, invites.ADMIN, now_iso())
+    return {"code": code}
+
+
+async def create_invite_codes(req: XrpcRequest) -> dict[str, Any]:
+    code_count = _integer(req, "codeCount", minimum=1, maximum=MAX_CODE_COUNT, required=False, default=1)
+    use_count = _integer(req, "useCount", minimum=1, maximum=MAX_USE_COUNT)
+    raw_accounts = req.field("forAccounts", list, required=False, default=[invites.ADMIN])
+    if len(raw_accounts) > MAX_FOR_ACCOUNTS:
+        raise InvalidRequest(f"Input/forAccounts may list at most {MAX_FOR_ACCOUNTS} accounts")
+    accounts = [a if a == invites.ADMIN else _did(a, f"Input/forAccounts/{i}") for i, a in enumerate(raw_accounts)]
+    hostname = req.ctx.settings.hostname
+    out = [{"account": account, "codes": [invites.generate_code(hostname) for _ in range(code_count)]}
+           for account in accounts]
+    rows = [(code, entry["account"]) for entry in out for code in entry["codes"]]
+    await req.ctx.db.write(invites.insert_codes, rows, use_count, invites.ADMIN, now_iso())
+    return {"codes": out}
+
+
+async def get_account_invite_codes(req: XrpcRequest) -> dict[str, Any]:
+    include_used = req.bool_param("includeUsed", default=True)
+    create_available = req.bool_param("createAvailable", default=True)
+    ctx = req.ctx
+    account = await _account(req)
+    settings = ctx.settings
+    can_earn = create_available and settings.invite_required and settings.invite_interval
+
+    def run(conn) -> list[dict[str, Any]]:
+        codes = invites.account_codes(conn, account.did)
+        if can_earn:
+            count = invites.earned_codes_to_create(
+                codes, account_created_at=account.created_at, now_ms=int(time.time() * 1000),
+                interval_ms=settings.invite_interval, epoch_ms=settings.invite_epoch)
+            if count:
+                made = [(invites.generate_code(settings.hostname), account.did) for _ in range(count)]
+                # An account barred from inviting still earns codes, born disabled, for bookkeeping.
+                invites.insert_codes(conn, made, 1, account.did, now_iso(), disabled=account.invites_disabled)
+                codes = invites.account_codes(conn, account.did)
+        return codes
+
+    codes = await ctx.db.write(run)
+    codes = [c for c in codes if not c["disabled"] and (include_used or len(c["uses"]) < c["available"])]
+    return {"codes": codes}
+
+
 METHODS = (
     Method("com.atproto.server.describeServer", "query", describe_server, Auth.NONE),
+    Method("com.atproto.server.createAccount", "procedure", create_account, Auth.NONE,
+           errors=("InvalidHandle", "InvalidPassword", "InvalidInviteCode", "HandleNotAvailable",
+                   "UnsupportedDomain", "UnresolvableDid", "IncompatibleDidDoc"), max_body=100_000),
+    Method("com.atproto.server.createSession", "procedure", create_session, Auth.NONE,
+           errors=("AccountTakedown", "AuthFactorTokenRequired"), max_body=100_000),
+    Method("com.atproto.server.getSession", "query", get_session, Auth.ACCESS),
+    Method("com.atproto.server.refreshSession", "procedure", refresh_session, Auth.REFRESH,
+           errors=("AccountTakedown", "InvalidToken", "ExpiredToken"), input=None, max_body=100_000),
+    Method("com.atproto.server.deleteSession", "procedure", delete_session, Auth.REFRESH,
+           errors=("InvalidToken", "ExpiredToken"), input=None, max_body=100_000),
+    Method("com.atproto.server.createAppPassword", "procedure", create_app_password, Auth.FULL,
+           errors=("AccountTakedown",), max_body=100_000),
+    Method("com.atproto.server.listAppPasswords", "query", list_app_passwords, Auth.ACCESS,
+           errors=("AccountTakedown",)),
+    Method("com.atproto.server.revokeAppPassword", "procedure", revoke_app_password, Auth.ACCESS,
+           max_body=100_000),
+    Method("com.atproto.server.createInviteCode", "procedure", create_invite_code, Auth.ADMIN,
+           max_body=100_000),
+    Method("com.atproto.server.createInviteCodes", "procedure", create_invite_codes, Auth.ADMIN,
+           max_body=100_000),
+    Method("com.atproto.server.getAccountInviteCodes", "query", get_account_invite_codes, Auth.FULL,
+           errors=("DuplicateCreate",)),
+    Method("com.atproto.server.checkAccountStatus", "query", check_account_status, Auth.ACCESS),
+    Method("com.atproto.server.activateAccount", "procedure", activate_account, Auth.FULL,
+           input=None, max_body=100_000),
+    Method("com.atproto.server.deactivateAccount", "procedure", deactivate_account, Auth.FULL,
+           max_body=100_000),
 )

@@ -1,0 +1,150 @@
+"""Legacy sessions: login, refresh-token storage and rotation, revocation.
+
+A session is an access JWT (2 h) and a refresh JWT (90 days) — see ``squall.auth.tokens``. Every
+refresh token's ``jti`` has a row in ``refresh_token``; the row is what makes the token usable.
+Refreshing rotates: the old row gets ``next_id`` and a short expiry, a new row is added, and the
+old token is refused from then on (a replayed refresh token is the sign of a stolen one).
+Deleting the session, or revoking the app password it came from, deletes the row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..auth.passwords import verify_password
+from ..auth.tokens import SCOPE_ACCESS, SCOPE_APP_PASS, SCOPE_APP_PASS_PRIVILEGED, TokenIssuer
+from ..xrpc.errors import AuthRequired, InvalidRequest
+from . import app_passwords
+from .app_passwords import AppPassword
+from .store import Account, get_by_identifier
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+    from ..store.db import Database
+
+# A rotated token's row is kept this long (bounded by its own expiry), then swept.
+ROTATED_ROW_TTL = 2 * 3600
+MAX_PASSWORD_LENGTH = 512
+LOGIN_FAILED = "Invalid identifier or password"
+
+
+@dataclass(frozen=True)
+class Session:
+    access_jwt: str
+    refresh_jwt: str
+
+    def __repr__(self) -> str:
+        return "Session(<redacted>)"
+
+
+def scope_for(app_password: AppPassword | None) -> str:
+    if app_password is None:
+        return SCOPE_ACCESS
+    return SCOPE_APP_PASS_PRIVILEGED if app_password.privileged else SCOPE_APP_PASS
+
+
+def mint(issuer: TokenIssuer, did: str, app_password: AppPassword | None) -> tuple[Session, str, int]:
+    """A new token pair; returns it with the refresh token's jti and expiry (store them)."""
+    access = issuer.access_token(did, scope_for(app_password))
+    refresh, jti, exp = issuer.refresh_token(did)
+    return Session(access, refresh), jti, exp
+
+
+def store_refresh_token(conn: sqlite3.Connection, jti: str, did: str, app_password_name: str | None,
+                        expires_at: int) -> None:
+    conn.execute(
+        "INSERT INTO refresh_token (id, did, app_password_name, expires_at) VALUES (?, ?, ?, ?)",
+        (jti, did, app_password_name, expires_at),
+    )
+
+
+# -- login ----------------------------------------------------------------------------------------
+
+
+class _Dummy:
+    """A real argon2 hash to verify against when the identifier is unknown, so that a wrong
+    identifier costs as much time as a wrong password and does not reveal which accounts exist."""
+
+    def __init__(self) -> None:
+        self.hash: str | None = None
+
+    async def get(self, hasher: "PasswordHasher") -> str:
+        if self.hash is None:
+            from ..auth.passwords import hash_password
+
+            self.hash = await hash_password(hasher, "squall-no-such-account")
+        return self.hash
+
+
+@dataclass
+class LoginChecker:
+    db: "Database"
+    hasher: "PasswordHasher"
+
+    def __post_init__(self) -> None:
+        self._dummy = _Dummy()
+
+    async def login(self, identifier: str, password: str) -> tuple[Account, AppPassword | None]:
+        """The account and, for an app-password login, which one. Raises AuthenticationRequired."""
+        if len(password) > MAX_PASSWORD_LENGTH or not identifier or not password:
+            raise AuthRequired(LOGIN_FAILED)
+        account = await get_by_identifier(self.db, identifier)
+        if account is None or account.password_hash is None:
+            await verify_password(self.hasher, await self._dummy.get(self.hasher), password)
+            raise AuthRequired(LOGIN_FAILED)
+        if await verify_password(self.hasher, account.password_hash, password):
+            return account, None
+        # A taken-down account may not sign in with an app password.
+        if account.is_takendown or not app_passwords.looks_like_app_password(password):
+            raise AuthRequired(LOGIN_FAILED)
+        digest = await app_passwords.hash_app_password(self.hasher, account.did, password)
+        row = await self.db.fetchone(
+            "SELECT name, privileged FROM app_password WHERE did = ? AND password_hash = ?", (account.did, digest)
+        )
+        if row is None:
+            raise AuthRequired(LOGIN_FAILED)
+        return account, AppPassword(row["name"], bool(row["privileged"]))
+
+
+# -- refresh --------------------------------------------------------------------------------------
+
+
+def rotate(conn: sqlite3.Connection, issuer: TokenIssuer, jti: str, now: int | None = None) -> Session:
+    """Exchange the refresh token ``jti`` for a new pair (inside a write transaction).
+
+    Raises ExpiredToken when the token was revoked, already used or has lapsed.
+    """
+    now = int(time.time()) if now is None else now
+    row = conn.execute(
+        "SELECT r.did, r.app_password_name, r.expires_at, r.next_id, a.privileged FROM refresh_token r "
+        "LEFT JOIN app_password a ON a.did = r.did AND a.name = r.app_password_name WHERE r.id = ?",
+        (jti,),
+    ).fetchone()
+    if row is None:
+        raise InvalidRequest("Token has been revoked", "ExpiredToken")
+    if row["next_id"] is not None:
+        raise InvalidRequest("Token has already been used; sign in again", "ExpiredToken")
+    if row["expires_at"] <= now:
+        raise InvalidRequest("Token has expired", "ExpiredToken")
+    did = row["did"]
+    app_password = None
+    if row["app_password_name"] is not None:
+        if row["privileged"] is None:  # its app password was revoked meanwhile
+            raise InvalidRequest("Token has been revoked", "ExpiredToken")
+        app_password = AppPassword(row["app_password_name"], bool(row["privileged"]))
+    session, new_jti, new_exp = mint(issuer, did, app_password)
+    conn.execute("DELETE FROM refresh_token WHERE did = ? AND expires_at <= ?", (did, now))
+    conn.execute(
+        "UPDATE refresh_token SET next_id = ?, expires_at = MIN(expires_at, ?) WHERE id = ?",
+        (new_jti, now + ROTATED_ROW_TTL, jti),
+    )
+    store_refresh_token(conn, new_jti, did, row["app_password_name"], new_exp)
+    return session
+
+
+def revoke(conn: sqlite3.Connection, jti: str) -> bool:
+    return conn.execute("DELETE FROM refresh_token WHERE id = ?", (jti,)).rowcount > 0

@@ -1,0 +1,43 @@
+"""Account hosting status: deactivation and reactivation (com.atproto.server.de/activateAccount).
+
+A deactivated account keeps its data and may still sign in; it is announced on the firehose as
+``#account {active: false, status: "deactivated"}``. Reactivating announces ``#account`` (active),
+``#identity`` and ``#sync`` (the current commit), in that order, so relays re-learn the repo.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..store.sequencer import now_iso
+from ..xrpc.errors import InvalidRequest
+from . import events
+from .repo_init import current_commit
+from .store import get_by_did_sync
+
+
+def deactivate(conn: sqlite3.Connection, did: str, delete_after: str | None) -> None:
+    now = now_iso()
+    cur = conn.execute(
+        "UPDATE account SET deactivated_at = COALESCE(deactivated_at, ?), delete_after = ? WHERE did = ?",
+        (now, delete_after, did),
+    )
+    if cur.rowcount == 0:
+        raise InvalidRequest("Account not found", "AccountNotFound")
+    account = get_by_did_sync(conn, did)
+    assert account is not None
+    events.account(conn, did, account.status, now)
+
+
+def activate(conn: sqlite3.Connection, did: str) -> None:
+    account = get_by_did_sync(conn, did)
+    if account is None or account.is_takendown:
+        raise InvalidRequest("user not found", "AccountNotFound")
+    now = now_iso()
+    conn.execute("UPDATE account SET deactivated_at = NULL, delete_after = NULL WHERE did = ?", (did,))
+    events.account(conn, did, None, now)
+    events.identity(conn, did, account.handle, now)
+    commit = current_commit(conn, did)
+    if commit is not None:
+        cid, block, rev = commit
+        events.sync(conn, did, cid, block, rev, now)
