@@ -39,9 +39,10 @@ from .xrpc.registry import Auth, Registry
 
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order. Imported here, not at module level, to keep import light."""
+    from . import identity
     from .xrpc import server
 
-    return [server]
+    return [identity, server]
 
 
 def build_app(settings: Settings, *, log: logging.Logger | None = None,
