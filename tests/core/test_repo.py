@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from squall.atproto import dagcbor
 from squall.atproto.blockstore import MemoryBlockStore, MissingBlock
@@ -274,3 +276,24 @@ def test_repo_blocks_order_streams_nodes_before_their_records() -> None:
             node = ns.get(cid)
             linked_before.update(c for c in node.subtrees if c is not None)
             linked_before.update(node.vals)
+
+
+_rkeys = st.text(alphabet="234567abcdefghij", min_size=1, max_size=13)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    base=st.lists(st.tuples(st.sampled_from(COLLECTIONS), _rkeys), max_size=150, unique=True),
+    fresh=st.lists(st.tuples(st.sampled_from(COLLECTIONS), _rkeys), max_size=10, unique=True),
+    data=st.data(),
+)
+def test_random_batches_invert_to_prev_data(base, fresh, data) -> None:
+    store, first, key, clock = _repo_with([f"{c}/{r}" for c, r in base])
+    existing = [tuple(p) for p in base]
+    touched = data.draw(st.lists(st.sampled_from(existing), max_size=10, unique=True)) if existing else []
+    writes = [Write(CREATE, c, r, post(f"{c}{r}")) for c, r in fresh if (c, r) not in set(existing)]
+    for i, (c, r) in enumerate(touched):
+        writes.append(Write(DELETE, c, r) if i % 2 else Write(UPDATE, c, r, post("changed")))
+    head = first.commit_cid
+    result = apply_writes(store, head, writes, key, DID, clock.next_tid())
+    relay_check(result, first.data, key)

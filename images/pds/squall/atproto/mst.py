@@ -121,14 +121,35 @@ def _head(major: int, n: int) -> bytes:
 
 
 _NULL = b"\xf6"
+_LINK36 = b"\xd8\x2a\x58\x25\x00"  # tag 42, byte string of 37: 0x00 + a 36-byte CIDv1 sha2-256
 
 
 def _link(cid: CID | None) -> bytes:
     if cid is None:
         return _NULL
     raw = cid.bytes
+    if len(raw) == 36:
+        return _LINK36 + raw
     # tag 42, then a byte string holding the 0x00 multibase prefix and the binary CID
     return b"\xd8\x2a" + _head(2, len(raw) + 1) + b"\x00" + raw
+
+
+def _key_parts(keys: tuple[str, ...]) -> tuple[bytes, ...]:
+    """Per entry, the bytes from the entry's map head up to its ``t`` value: they depend only on
+    the entry's key and the key before it, so nodes with the same keys share them."""
+    out = []
+    prev = b""
+    for key in keys:
+        kb = key.encode()
+        p = common_prefix_len(prev, kb)
+        suffix = kb[p:]
+        out.append(b"\xa4\x61k" + _head(2, len(suffix)) + suffix + b"\x61p" + _head(0, p) + b"\x61t")
+        prev = kb
+    return tuple(out)
+
+
+def _val_parts(vals: tuple[CID, ...]) -> tuple[bytes, ...]:
+    return tuple(b"\x61v" + _link(v) for v in vals)
 
 
 class Node:
@@ -136,7 +157,7 @@ class Node:
     ``subtrees[i]`` holds the keys just before ``keys[i]`` (``subtrees[0]`` is the spec's ``l``,
     ``subtrees[i + 1]`` is entry ``i``'s ``t``). Immutable: the bytes and CID are computed once."""
 
-    __slots__ = ("keys", "vals", "subtrees", "_bytes", "_cid", "_height")
+    __slots__ = ("keys", "vals", "subtrees", "_bytes", "_cid", "_height", "_kparts", "_vparts")
 
     def __init__(
         self,
@@ -150,6 +171,23 @@ class Node:
         self._bytes: bytes | None = None
         self._cid: CID | None = None
         self._height: int | None = None
+        self._kparts: tuple[bytes, ...] | None = None
+        self._vparts: tuple[bytes, ...] | None = None
+
+    def with_subtree(self, i: int, cid: CID | None) -> "Node":
+        """This node with ``subtrees[i]`` replaced; re-encodes only the changed link."""
+        node = Node(self.keys, self.vals, self.subtrees[:i] + (cid,) + self.subtrees[i + 1 :])
+        node._height = self._height
+        node._kparts = self._kparts
+        node._vparts = self._vparts
+        return node
+
+    def with_value(self, i: int, value: CID) -> "Node":
+        """This node with entry ``i``'s value replaced."""
+        node = Node(self.keys, self.vals[:i] + (value,) + self.vals[i + 1 :], self.subtrees)
+        node._height = self._height
+        node._kparts = self._kparts
+        return node
 
     @property
     def is_empty(self) -> bool:
@@ -166,25 +204,19 @@ class Node:
     @property
     def serialised(self) -> bytes:
         if self._bytes is None:
-            keys = self.keys
+            kparts = self._kparts
+            if kparts is None:
+                kparts = self._kparts = _key_parts(self.keys)
+            vparts = self._vparts
+            if vparts is None:
+                vparts = self._vparts = _val_parts(self.vals)
             subtrees = self.subtrees
-            vals = self.vals
-            parts = [b"\xa2\x61e", _head(4, len(keys))]
-            prev = b""
-            for i, key in enumerate(keys):
-                kb = key.encode()
-                p = common_prefix_len(prev, kb)
-                suffix = kb[p:]
-                parts.append(b"\xa4\x61k")
-                parts.append(_head(2, len(suffix)))
-                parts.append(suffix)
-                parts.append(b"\x61p")
-                parts.append(_head(0, p))
-                parts.append(b"\x61t")
+            n = len(kparts)
+            parts = [b"\xa2\x61e" + _head(4, n)]
+            for i in range(n):
+                parts.append(kparts[i])
                 parts.append(_link(subtrees[i + 1]))
-                parts.append(b"\x61v")
-                parts.append(_link(vals[i]))
-                prev = kb
+                parts.append(vparts[i])
             parts.append(b"\x61l")
             parts.append(_link(subtrees[0]))
             self._bytes = b"".join(parts)
@@ -365,10 +397,6 @@ class NodeStore:
 # -- tree operations --------------------------------------------------------------------------
 
 
-def _replace(t: tuple, i: int, value: object) -> tuple:
-    return t[:i] + (value,) + t[i + 1 :]
-
-
 DiffOp = tuple[str, "CID | None", "CID | None"]  # (key, old value, new value)
 
 
@@ -538,11 +566,11 @@ class NodeWrangler:
                 child = self._put(old, height - 1, key, value, h)
                 if child is old:
                     return node
-            return Node(keys, node.vals, _replace(node.subtrees, i, self.ns.add(child)))
+            return node.with_subtree(i, self.ns.add(child))
         if i < len(keys) and keys[i] == key:
             if node.vals[i] == value:
                 return node
-            return Node(keys, _replace(node.vals, i, value), node.subtrees)
+            return node.with_value(i, value)
         left, right = self._split(node.subtrees[i], height - 1, key)
         return Node(
             keys[:i] + (key,) + keys[i:],
@@ -608,7 +636,7 @@ class NodeWrangler:
             child = self._delete(old, height - 1, key, h)
             if child is old:
                 return node
-            return _prune(Node(keys, node.vals, _replace(node.subtrees, i, self._cid(child))))
+            return _prune(node.with_subtree(i, self._cid(child)))
         if i == len(keys) or keys[i] != key:
             return node
         merged = self._merge(node.subtrees[i], node.subtrees[i + 1], height - 1)

@@ -237,7 +237,11 @@ def apply_writes(
     new_blocks: dict[CID, bytes] = {commit_cid_new: commit_block}
     sync_blocks: dict[CID, bytes] = {commit_cid_new: commit_block}
     for cid in sorted(created):
-        new_blocks[cid] = ns.block(cid)
+        node = ns.get(cid)
+        new_blocks[cid] = node.serialised
+        if node_cache is not None:
+            # the next commit starts from these nodes: spare it decoding them again
+            node_cache.put(cid, node)
     for cid in sorted(created | proof):
         sync_blocks[cid] = ns.block(cid)
     for cid, block in records.items():
