@@ -43,6 +43,91 @@ def _serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+# -- operator commands: HTTP to the running PDS with the admin credential -------------------------
+
+
+class CliError(Exception):
+    """A failed operator command; the message is printed as is."""
+
+
+def _admin_target() -> tuple[str, str]:
+    """(base URL of the local PDS, admin password) from the same settings ``serve`` reads."""
+    try:
+        settings, _ = load_settings()
+    except ConfigError as exc:
+        raise CliError(f"configuration error: {exc}") from None
+    password = settings.admin_password
+    if not password:
+        path = settings.secrets_directory / "admin_password"
+        try:
+            password = path.read_text().strip()
+        except OSError:
+            raise CliError(f"no admin password: set PDS_ADMIN_PASSWORD or start the PDS once to create {path}") from None
+    return f"http://127.0.0.1:{settings.port}", password
+
+
+def _xrpc(base: str, nsid: str, *, body: dict | None = None, auth: tuple[str, str] | None = None,
+          method: str = "POST") -> dict:
+    import httpx
+
+    try:
+        response = httpx.request(method, f"{base}/xrpc/{nsid}", json=body, auth=auth, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the PDS at {base}: {exc}") from None
+    try:
+        data = response.json() if response.content else {}
+    except ValueError:
+        data = {}
+    if response.status_code >= 400:
+        name = data.get("error", f"HTTP {response.status_code}") if isinstance(data, dict) else response.status_code
+        message = data.get("message", response.text[:200]) if isinstance(data, dict) else response.text[:200]
+        raise CliError(f"{nsid} failed: {name}: {message}")
+    return data
+
+
+def _invite_create(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    if args.uses < 1:
+        raise CliError("--uses must be at least 1")
+    data = _xrpc(base, "com.atproto.server.createInviteCode", body={"useCount": args.uses},
+                 auth=("admin", password))
+    print(data["code"])
+    return 0
+
+
+def _account_create(args: argparse.Namespace) -> int:
+    import secrets as random
+
+    base, admin_password = _admin_target()
+    handle = args.handle.strip().lower()
+    if "." not in handle:
+        # A bare name gets the server's first handle domain, as the sign-up form of an app would.
+        domains = _xrpc(base, "com.atproto.server.describeServer", method="GET").get("availableUserDomains") or []
+        if not domains:
+            raise CliError("the PDS lists no handle domains; give a full handle")
+        handle += domains[0]
+    password = args.password or random.token_urlsafe(18)
+    invite = _xrpc(base, "com.atproto.server.createInviteCode", body={"useCount": 1}, auth=("admin", admin_password))
+    created = _xrpc(base, "com.atproto.server.createAccount",
+                    body={"email": args.email, "handle": handle, "password": password, "inviteCode": invite["code"]})
+    print(f"did:      {created['did']}")
+    print(f"handle:   {created['handle']}")
+    if not args.password:
+        print(f"password: {password}   (shown once; keep it safe)")
+    return 0
+
+
+def _operator(func):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except CliError as exc:
+            print(f"squall: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squall", description="Squall AT Protocol PDS")
     parser.add_argument("--version", action="version", version=f"squall {__version__}")
@@ -50,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the PDS (settings from PDS_* environment variables)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve.set_defaults(func=_serve)
+
+    account = sub.add_parser("account", help="manage accounts on the running PDS")
+    account_sub = account.add_subparsers(dest="account_command", required=True)
+    create = account_sub.add_parser("create", help="create an account (no invite needed)")
+    create.add_argument("email")
+    create.add_argument("handle", help="full handle, or a bare name to use the first handle domain")
+    create.add_argument("--password", help="the account password (default: generate and print one)")
+    create.set_defaults(func=_operator(_account_create))
+
+    invite = sub.add_parser("invite", help="manage invite codes on the running PDS")
+    invite_sub = invite.add_subparsers(dest="invite_command", required=True)
+    invite_create = invite_sub.add_parser("create", help="create an invite code and print it")
+    invite_create.add_argument("--uses", type=int, default=1, help="how many accounts it may create (default 1)")
+    invite_create.set_defaults(func=_operator(_invite_create))
     return parser
 
 
