@@ -170,7 +170,9 @@ class FaultProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         out.append(f"{k}: {v}\r\n".encode())
-                out.append(f"Content-Length: {len(data)}\r\n\r\n".encode())
+                # a HEAD answer has no body but announces the object's length
+                length = resp.getheader("Content-Length", "0") if method == "HEAD" else str(len(data))
+                out.append(f"Content-Length: {length}\r\n\r\n".encode())
                 conn.sendall(b"".join(out) + (data if method != "HEAD" else b""))
                 up.close()
         except (OSError, ValueError):

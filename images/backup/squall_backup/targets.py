@@ -237,7 +237,8 @@ class S3Target(Target):
         config = Config(
             region_name=region,
             signature_version="s3v4",
-            retries={"max_attempts": max_attempts, "mode": "standard"},
+            # total_max_attempts counts the first try too (max_attempts would count retries only)
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max(10, max_concurrency * 2),
