@@ -39,10 +39,11 @@ from .xrpc.registry import Auth, Registry
 
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order. Imported here, not at module level, to keep import light."""
-    from . import identity
+    from . import firehose, identity
     from .xrpc import server
 
-    return [identity, server]
+    # The firehose starts first (writers find ctx.services["firehose"]) and stops last.
+    return [firehose, identity, server]
 
 
 def build_app(settings: Settings, *, log: logging.Logger | None = None,
