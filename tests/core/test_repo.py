@@ -144,6 +144,14 @@ def test_first_commit_and_empty_commits() -> None:
     third = apply_writes(store, second.commit_cid, [], key, DID, clock.next_tid())
     assert third.data == second.data and list(third.new_blocks) == [third.commit_cid]
     relay_check(third, second.data, key)
+    for cid, block in third.new_blocks.items():
+        store.put(cid, block)
+    # deleting the last record leaves the empty tree, whose node is a block of the new commit
+    fourth = apply_writes(store, third.commit_cid, [Write(DELETE, "app.bsky.feed.post", "3jzfcijpj2z2a")], key, DID, clock.next_tid())
+    assert fourth.data == EMPTY_ROOT_CID
+    assert EMPTY_ROOT_CID in fourth.new_blocks and EMPTY_ROOT_CID in fourth.sync_blocks
+    assert fourth.removed_nodes == {second.data} and fourth.removed_records == {second.ops[0].cid}
+    relay_check(fourth, second.data, key)
 
 
 def _repo_with(paths: list[str]):
