@@ -23,6 +23,7 @@ from typing import Any, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from ..accounts.events import wake_firehose
 from ..atproto import syntax
 from ..atproto.crypto import load_keypair
 from ..identity import web
@@ -49,13 +50,6 @@ class HandleNotFound(XRPCError):
 def _service(req_or_ctx: Any) -> IdentityService:
     ctx = getattr(req_or_ctx, "ctx", req_or_ctx)
     return ctx.service("identity")
-
-
-def _wake_firehose(ctx: Any) -> None:
-    firehose = ctx.services.get("firehose")
-    wake = getattr(firehose, "wake", None)
-    if callable(wake):
-        wake()
 
 
 # -- XRPC ----------------------------------------------------------------------------------------
@@ -104,7 +98,7 @@ async def update_handle(req: XrpcRequest) -> None:
         await service.set_handle(did, handle)
     except sqlite3.IntegrityError:
         raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable") from None
-    _wake_firehose(ctx)
+    await wake_firehose(ctx)
 
 
 async def get_recommended_did_credentials(req: XrpcRequest) -> dict[str, Any]:
