@@ -13,8 +13,9 @@ from squall.atproto import dagcbor, mst
 from squall.atproto.car import read_car
 from squall.atproto.cid import CID
 from squall.atproto.commit import decode_commit, verify_commit
-from squall.atproto.crypto import PublicKey
+from squall.atproto.crypto import PublicKey, Secp256k1Keypair
 from tests.helpers.pds import PdsProcess
+from tests.helpers.plc import PlcDirectoryDouble
 
 PASSWORD = "correct horse battery"
 
@@ -203,6 +204,73 @@ def test_describe_server(pds, c):
     body = r.json()
     assert body["availableUserDomains"] == [".localhost"]
     assert body["inviteCodeRequired"] is False and body["did"] == "did:web:localhost"
+
+
+# -- did:plc through the directory double ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plc_pds(tmp_path_factory):
+    with PlcDirectoryDouble() as directory:
+        env = {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": directory.url}
+        with PdsProcess(tmp_path_factory.mktemp("plc") / "data", env_extra=env) as proc:
+            yield proc, directory
+
+
+def test_plc_signup_publishes_a_genesis_op(plc_pds):
+    pds, directory = plc_pds
+    with pds.client() as c:
+        r = signup(c, "paula")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        did = body["did"]
+        assert did.startswith("did:plc:") and len(did) == len("did:plc:") + 24
+        (genesis,) = directory.log(did)  # the double checked hash, signature and shape
+        assert genesis["prev"] is None and genesis["alsoKnownAs"] == ["at://paula.localhost"]
+        rotation = (pds.data_dir / "secrets" / "plc_rotation_key.k256.hex").read_text().strip()
+        assert genesis["rotationKeys"][0] == Secp256k1Keypair.from_private_hex(rotation).did_key()
+        key = body["didDoc"]["verificationMethod"][0]["publicKeyMultibase"]
+        assert genesis["verificationMethods"]["atproto"] == "did:key:" + key
+        assert genesis["services"]["atproto_pds"]["endpoint"] == f"http://localhost:{pds.port}"
+        status = c.get("/xrpc/com.atproto.server.checkAccountStatus", headers=bearer(body["accessJwt"])).json()
+        assert status["validDid"] is True and status["activated"] is True
+        (row,) = db_rows(pds, "SELECT plc_pending_op FROM account WHERE did = ?", (did,))
+        assert row["plc_pending_op"] is None
+
+
+def test_plc_refusal_stores_nothing(plc_pds):
+    pds, directory = plc_pds
+    before_accounts = account_count(pds)
+    (before_seq,) = db_rows(pds, "SELECT COUNT(*) AS n FROM repo_seq")
+    with pds.client() as c:
+        directory.fail_next(1, 400)
+        assert_error(signup(c, "quinn"), 502, "UpstreamFailure")
+    directory.clear_failures()
+    assert account_count(pds) == before_accounts
+    assert db_rows(pds, "SELECT COUNT(*) AS n FROM repo_seq")[0]["n"] == before_seq["n"]
+    assert db_rows(pds, "SELECT COUNT(*) AS n FROM repo_root")[0]["n"] == before_accounts
+    with pds.client() as c:  # the handle is still free
+        assert signup(c, "quinn").status_code == 200
+
+
+def test_plc_unreachable_keeps_the_op_for_later(plc_pds):
+    pds, directory = plc_pds
+    with pds.client() as c:
+        directory.fail_next(2, 503)  # the first try and its one retry
+        r = signup(c, "rosa")
+        directory.clear_failures()
+        assert r.status_code == 200, r.text
+        did = r.json()["did"]
+        assert directory.log(did) == []
+        (row,) = db_rows(pds, "SELECT plc_pending_op FROM account WHERE did = ?", (did,))
+        op = dagcbor.decode(row["plc_pending_op"])
+        assert op["type"] == "plc_operation" and op["prev"] is None and op["alsoKnownAs"] == ["at://rosa.localhost"]
+        status = c.get("/xrpc/com.atproto.server.checkAccountStatus", headers=bearer(r.json()["accessJwt"])).json()
+        assert status["validDid"] is False
+        # the account itself is complete: its session works and its signup events are there
+        assert c.get("/xrpc/com.atproto.server.getSession", headers=bearer(r.json()["accessJwt"])).status_code == 200
+        events = db_rows(pds, "SELECT event_type FROM repo_seq WHERE did = ? ORDER BY seq", (did,))
+        assert [e["event_type"] for e in events] == ["identity", "account", "sync"]
 
 
 # -- invites ------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..atproto import dagcbor
 from ..atproto.crypto import PublicKey, Secp256k1Keypair
 from ..auth.passwords import hash_password
 from ..store.sequencer import now_iso
@@ -66,64 +65,28 @@ def check_password(password: str) -> None:
         raise InvalidRequest(f"Password too long. Maximum length is {MAX_PASSWORD_LENGTH} characters.", "InvalidPassword")
 
 
-def local_did_document(did: str, handle: str, signing_key: PublicKey, public_url: str) -> dict[str, Any]:
-    """The DID document this server publishes for one of its accounts (https://atproto.com/specs/did)."""
-    return {
-        "@context": [
-            "https://www.w3.org/ns/did/v1",
-            "https://w3id.org/security/multikey/v1",
-            "https://w3id.org/security/suites/secp256k1-2019/v1",
-        ],
-        "id": did,
-        "alsoKnownAs": [f"at://{handle}"],
-        "verificationMethod": [{
-            "id": f"{did}#atproto",
-            "type": "Multikey",
-            "controller": did,
-            "publicKeyMultibase": signing_key.multibase(),
-        }],
-        "service": [{
-            "id": "#atproto_pds",
-            "type": "AtprotoPersonalDataServer",
-            "serviceEndpoint": public_url,
-        }],
-    }
-
-
 def did_document(ctx: "AppContext", did: str, handle: str, signing_key: PublicKey) -> dict[str, Any]:
-    identity = ctx.services.get("identity")
-    if identity is not None:
-        return identity.did_document(did, handle, signing_key)
-    return local_did_document(did, handle, signing_key, ctx.settings.public_url)
-
-
-def _identity_exceptions() -> tuple[type[BaseException], type[BaseException]] | None:
-    try:
-        from ..identity import IdentityRejected, IdentityUnpublished  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return IdentityRejected, IdentityUnpublished
+    return ctx.services["identity"].did_document(did, handle, signing_key)
 
 
 async def _make_did(ctx: "AppContext", handle: str, signing_key: PublicKey) -> tuple[str, bytes | None]:
-    """(did, pending PLC op as DAG-CBOR or None)."""
+    """(did, the signed PLC operation still to publish as DAG-CBOR, or None)."""
+    from ..identity import IdentityRejected, IdentityUnpublished
+
     identity = ctx.services.get("identity")
     if identity is None:
-        if ctx.settings.did_method == "web":
-            return f"did:web:{handle}", None
-        raise UpstreamFailure("The identity service is not available; cannot create a did:plc")
-    errors = _identity_exceptions()
+        raise UpstreamFailure("The identity service is not available; cannot create a DID")
     try:
         created = await identity.create_identity(handle, signing_key)
-    except Exception as exc:
-        if errors is not None and isinstance(exc, errors[1]):
-            ctx.log.warning("PLC directory unreachable; account stored with its PLC operation pending",
-                            extra={"did": exc.did})
-            return exc.did, dagcbor.encode(exc.op)
-        if errors is not None and isinstance(exc, errors[0]):
-            ctx.log.error("PLC directory rejected the genesis operation: %s", exc)
-            raise UpstreamFailure("The PLC directory refused to create the identity") from None
-        raise
+    except IdentityUnpublished as exc:
+        # The directory is unreachable: the account is created anyway and the identity
+        # service's retry loop publishes the stored operation later.
+        ctx.log.warning("PLC directory unreachable; account stored with its PLC operation pending",
+                        extra={"did": exc.did})
+        return exc.did, exc.pending_op_blob
+    except IdentityRejected as exc:
+        ctx.log.error("PLC directory refused the genesis operation: %s", exc)
+        raise UpstreamFailure("The PLC directory refused to create the identity") from None
     return created.did, None
 
 

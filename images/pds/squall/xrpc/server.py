@@ -165,36 +165,19 @@ async def check_account_status(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def _valid_did(req: XrpcRequest, account: Account) -> bool:
-    """Does the published DID document point at this server and the account's signing key?"""
+    """Does the published DID document name this server and the account's signing key?"""
     if account.plc_pending_op is not None:
         return False
-    identity = req.ctx.services.get("identity")
-    if account.did.startswith("did:web:") or identity is None:
-        # did:web documents of hosted accounts are served by this server from the account row.
-        return account.did.startswith("did:web:")
+    identity = req.ctx.services["identity"]
     try:
-        doc = await identity.resolve_did(account.did)
-    except Exception as exc:  # an unreachable directory means "not verified", not an error
+        doc = await identity.resolve_did(account.did, fresh=True)
+    except Exception as exc:  # an unreachable directory means "not confirmed", not a failed call
         req.ctx.log.warning("could not resolve %s for checkAccountStatus: %s", account.did, exc)
         return False
-    expected = signup.local_did_document(account.did, account.handle or INVALID_HANDLE,
-                                         account.keypair().public_key, req.ctx.settings.public_url)
-    return _doc_matches(doc, expected)
-
-
-def _doc_matches(doc: Any, expected: dict[str, Any]) -> bool:
-    if not isinstance(doc, dict):
+    if doc is None:
         return False
-
-    def key(d: dict) -> Any:
-        return next((vm.get("publicKeyMultibase") for vm in d.get("verificationMethod") or []
-                     if isinstance(vm, dict) and str(vm.get("id", "")).endswith("#atproto")), None)
-
-    def pds(d: dict) -> Any:
-        return next((s.get("serviceEndpoint") for s in d.get("service") or []
-                     if isinstance(s, dict) and str(s.get("id", "")).endswith("#atproto_pds")), None)
-
-    return key(doc) == key(expected) and pds(doc) == pds(expected)
+    return (identity.signing_key_from_doc(doc) == account.keypair().public_key
+            and identity.pds_endpoint_from_doc(doc) == req.ctx.settings.public_url.rstrip("/"))
 
 
 async def activate_account(req: XrpcRequest) -> None:
