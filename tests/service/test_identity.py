@@ -538,3 +538,91 @@ async def test_did_document_and_update_refusals(service):
     await service.update_handle("did:web:alice.localhost", "alice.localhost")  # unchanged: nothing to do
     with pytest.raises(IdentityRejected):
         await service.update_handle("did:plc:" + "c" * 24, "who.localhost")  # unknown to the directory
+
+
+class FakeDns:
+    """A loopback UDP DNS server answering TXT queries from a dict (name -> list of strings)."""
+
+    def __init__(self, records: dict[str, list[str]]):
+        import socket
+
+        self.records = records
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rrset
+
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            query = dns.message.from_wire(data)
+            response = dns.message.make_response(query)
+            name = query.question[0].name.to_text().rstrip(".")
+            texts = self.records.get(name)
+            if texts is None:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            else:
+                quoted = [f'"{t}"' for t in texts]
+                response.answer.append(dns.rrset.from_text(name + ".", 60, "IN", "TXT", *quoted))
+            self.sock.sendto(response.to_wire(), addr)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+async def test_dns_txt_handle_resolution(service, plc):
+    signing = Secp256k1Keypair.generate()
+    created = await service.create_identity("dns.example.org", signing.public_key)
+    records = {
+        "_atproto.dns.example.org": [f"did={created.did}"],
+        "_atproto.two.example.org": [f"did={created.did}", "did=did:plc:" + "d" * 24],  # ambiguous
+        "_atproto.junk.example.org": ["hello world", "did=not-a-did"],
+    }
+    with FakeDns(records) as fake:
+        http = make_client(OutboundPolicy(allow_http=True, allow_private=True))
+        resolver = HandleResolver(http, nameservers=["127.0.0.1"], dns_port=fake.port, dns_timeout=2.0,
+                                  well_known_url=lambda h: f"http://127.0.0.1:{free_port()}/nothing")
+        service.handles = resolver
+        try:
+            assert await resolver.resolve_dns("dns.example.org") == created.did
+            assert await resolver.resolve_dns("two.example.org") is None
+            assert await resolver.resolve_dns("junk.example.org") is None
+            assert await resolver.resolve_dns("absent.example.org") is None
+            assert await service.resolve_handle("DNS.example.org") == created.did  # verified against the doc
+        finally:
+            await http.aclose()
+
+
+def test_plc_log_verification_with_a_real_log():
+    from tests.service.test_plc_double import REAL_DID, REAL_LOG
+
+    data = plc_ops.verify_log(REAL_DID, REAL_LOG)
+    assert data["alsoKnownAs"] == ["at://bnewbold.robocracy.org"]
+    doc = plc_ops.document_from_op(REAL_DID, REAL_LOG[-1])
+    assert doc["verificationMethod"][0]["id"] == f"{REAL_DID}#atproto"
+    assert doc["service"][0] == {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                                 "serviceEndpoint": "https://pds.robocracy.org"}
+    with pytest.raises(plc_ops.PlcOpError, match="hash to the DID"):
+        plc_ops.verify_log("did:plc:" + "a" * 24, REAL_LOG)
+    tampered = [REAL_LOG[0], {**REAL_LOG[1], "alsoKnownAs": ["at://mallory.example.com"]}]
+    with pytest.raises(plc_ops.PlcOpError, match="not signed by a current rotation key"):
+        plc_ops.verify_log(REAL_DID, tampered)
+    with pytest.raises(plc_ops.PlcOpError, match="does not point"):
+        plc_ops.verify_log(REAL_DID, [REAL_LOG[0], REAL_LOG[0]])
+    with pytest.raises(plc_ops.PlcOpError, match="canonical"):
+        plc_ops.decode_sig(REAL_LOG[0]["sig"][:-1] + "x")

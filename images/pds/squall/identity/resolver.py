@@ -47,7 +47,12 @@ class HandleResolver:
         self.http = http
         self.well_known_url = well_known_url
         self.log = log or logging.getLogger("squall.identity")
-        self.dns = dns.asyncresolver.Resolver(configure=nameservers is None)
+        try:
+            self.dns = dns.asyncresolver.Resolver(configure=nameservers is None)
+        except dns.resolver.NoResolverConfiguration:
+            # No /etc/resolv.conf (a minimal container): DNS lookups fail, HTTPS still works.
+            self.dns = dns.asyncresolver.Resolver(configure=False)
+            self.log.warning("no DNS resolver configuration; handle resolution uses HTTPS only")
         if nameservers is not None:
             self.dns.nameservers = list(nameservers)
             self.dns.port = dns_port
