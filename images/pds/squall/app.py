@@ -39,11 +39,12 @@ from .xrpc.registry import Auth, Registry
 
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order. Imported here, not at module level, to keep import light."""
-    from . import firehose, identity
-    from .xrpc import server
+    from . import firehose, identity, repo
+    from .xrpc import blobs, server, sync
+    from .xrpc import repo as repo_xrpc
 
     # The firehose starts first (writers find ctx.services["firehose"]) and stops last.
-    return [firehose, identity, server]
+    return [firehose, identity, blobs, server, repo, repo_xrpc, sync]
 
 
 def build_app(settings: Settings, *, log: logging.Logger | None = None,
