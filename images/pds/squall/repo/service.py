@@ -1,0 +1,74 @@
+"""The repository service: ``ctx.services["repo"]``.
+
+It owns what every repo write shares — the app's TID clock, the bundled Lexicons, a cache of
+decoded MST nodes — and runs each write as prepare (here, before any lock) → build and persist
+(:func:`squall.repo.writer.commit_writes`, one ``Database.write`` transaction) → wake the firehose
+and make referenced blobs permanent (after the commit is durable).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from types import ModuleType
+from typing import Any
+
+from ..atproto.cid import CID
+from ..atproto.lexicon import Lexicons, load_bundled
+from ..atproto.mst import NodeCache
+from ..atproto.tid import TidClock
+from ..store.db import Database
+from .prepare import Preparer, PreparedWrite
+from .writer import CommitOutcome, commit_writes
+
+# Decoded MST nodes shared by all repos' writes and proofs. A repo of 10k records has ~3k nodes;
+# each write replaces a few. Bounded so memory stays flat on a busy server.
+NODE_CACHE_SIZE = 16_384
+
+
+def _load_blob_refs(log: logging.Logger) -> ModuleType | None:
+    try:
+        return importlib.import_module("squall.blobs.refs")
+    except ImportError as exc:
+        log.warning("blob references are not tracked: squall.blobs.refs is unavailable (%s)", exc)
+        return None
+
+
+class RepoService:
+    def __init__(self, db: Database, clock: TidClock, services: dict[str, Any], log: logging.Logger, *,
+                 lexicons: Lexicons | None = None, blob_refs: ModuleType | None = None) -> None:
+        self.db = db
+        self.clock = clock
+        self.log = log
+        self._services = services
+        self.lexicons = lexicons if lexicons is not None else load_bundled()
+        self.preparer = Preparer(self.lexicons, clock)
+        self.node_cache = NodeCache(NODE_CACHE_SIZE)
+        self.blob_refs = blob_refs if blob_refs is not None else _load_blob_refs(log)
+
+    async def apply(self, did: str, writes: list[PreparedWrite], swap_commit: CID | None = None) -> CommitOutcome:
+        outcome = await self.db.write(commit_writes, did, writes, swap_commit, self.clock, self.node_cache,
+                                      self.blob_refs)
+        if outcome.commit_cid is not None:
+            await self._after_commit(outcome)
+        return outcome
+
+    async def _after_commit(self, outcome: CommitOutcome) -> None:
+        firehose = self._services.get("firehose")
+        if firehose is not None:
+            result = firehose.notify()
+            if inspect.isawaitable(result):
+                await result
+        if outcome.permanent_blobs:
+            blobs = self._services.get("blobs")
+            if blobs is None:
+                self.log.error("records reference blobs but no blob store is configured", extra={"did": outcome.did})
+                return
+            try:
+                await blobs.make_permanent(outcome.did, outcome.permanent_blobs)
+            except Exception:
+                # The commit stands; the blobs stay in temporary storage and the blob store's own
+                # recovery moves them (the rows already say they are referenced).
+                self.log.exception("could not make blobs permanent after commit",
+                                   extra={"did": outcome.did, "rev": outcome.rev})

@@ -1,0 +1,189 @@
+"""One repository commit as one SQLite transaction
+(https://atproto.com/specs/repository, https://atproto.com/specs/sync#commit-events).
+
+:func:`commit_writes` runs on the writer thread inside ``Database.write``. In that single
+transaction it checks the account and the swaps against what is stored, builds the next signed
+commit with the pure core (:func:`squall.atproto.repo.apply_writes`, reading MST nodes through the
+same connection), and stores everything the commit changes: new blocks, record rows, blob
+references, the repo root, and the ``#commit`` firehose event. If anything raises, SQLite rolls it
+all back, so the repo, its index and the firehose never disagree.
+
+Blocks the new tree no longer uses (the previous commit, replaced MST nodes, records no path holds
+any more) are deleted, as the reference PDS does: ``repo_block`` always holds exactly the current
+repo, which is what ``sync.getRepo`` streams.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any
+
+from ..atproto.car import encode_car
+from ..atproto.cid import CID
+from ..atproto.crypto import P256Keypair, Secp256k1Keypair
+from ..atproto.mst import NodeCache
+from ..atproto.repo import CREATE, DELETE, UPDATE, InvalidWrite, Write, apply_writes
+from ..atproto.tid import TidClock
+from ..store.sequencer import append_event, now_iso
+from ..xrpc.errors import AuthRequired, Forbidden, InvalidRequest
+from .blockstore import SqliteBlockStore
+from .prepare import PUT, UNSET, PreparedWrite
+
+# A #commit event's blocks may not exceed 2,000,000 bytes (https://atproto.com/specs/sync).
+MAX_EVENT_BLOCKS_BYTES = 2_000_000
+
+
+@dataclass
+class CommitOutcome:
+    did: str
+    writes: list[PreparedWrite]  # as applied: put resolved to create/update, no-ops dropped
+    commit_cid: CID | None = None  # None: nothing changed (a no-op put or delete)
+    rev: str | None = None
+    seq: int | None = None
+    permanent_blobs: list[CID] = field(default_factory=list)
+
+    def commit_view(self) -> dict[str, str] | None:
+        if self.commit_cid is None:
+            return None
+        return {"cid": str(self.commit_cid), "rev": self.rev or ""}
+
+
+def check_account_row(row: Any) -> None:
+    """The reference's refusals for writes to an account that is missing or not active."""
+    if row is None:
+        raise Forbidden("Account not found", "AccountNotFound")
+    if row["takedown_ref"] is not None:
+        raise AuthRequired("Account has been taken down", "AccountTakedown")
+    if row["deactivated_at"] is not None:
+        raise AuthRequired("Account is deactivated", "AccountDeactivated")
+
+
+def _keypair(alg: str, raw: bytes):
+    return (Secp256k1Keypair if alg == "ES256K" else P256Keypair).from_private_bytes(raw)
+
+
+def _check_swap(w: PreparedWrite, action: str, current: CID | None) -> None:
+    swap = w.swap_record
+    if swap is UNSET:
+        return
+    bad = InvalidRequest(f"Record was at {current if current is not None else 'null'}", "InvalidSwap")
+    if action == CREATE and swap is not None:
+        raise bad
+    if action in (UPDATE, DELETE) and swap is None:
+        raise bad
+    if (current is not None or swap is not None) and not (swap is not None and current == swap):
+        raise bad
+
+
+def commit_writes(
+    conn: sqlite3.Connection,
+    did: str,
+    writes: list[PreparedWrite],
+    swap_commit: CID | None,
+    clock: TidClock,
+    node_cache: NodeCache | None,
+    blob_refs: ModuleType | None,
+) -> CommitOutcome:
+    account = conn.execute(
+        "SELECT signing_key_alg, signing_key, deactivated_at, takedown_ref FROM account WHERE did = ?", (did,)
+    ).fetchone()
+    check_account_row(account)
+    root = conn.execute("SELECT cid, rev FROM repo_root WHERE did = ?", (did,)).fetchone()
+    if root is None:
+        raise InvalidRequest(f"No repo root found for {did}")
+    current_commit = CID.decode(root["cid"])
+    if swap_commit is not None and swap_commit != current_commit:
+        raise InvalidRequest(f"Commit was at {current_commit}", "InvalidSwap")
+
+    applied: list[PreparedWrite] = []
+    for w in writes:
+        row = conn.execute(
+            "SELECT cid FROM record WHERE did = ? AND collection = ? AND rkey = ?", (did, w.collection, w.rkey)
+        ).fetchone()
+        current = CID.decode(row[0]) if row is not None else None
+        action = w.action
+        if action == PUT:
+            action = UPDATE if current is not None else CREATE
+        if action == DELETE and current is None and w.missing_ok:
+            continue  # deleteRecord of an absent record: nothing to do, as the reference
+        _check_swap(w, action, current)
+        if w.action == PUT and current is not None and current == w.cid:
+            continue  # putRecord of the stored value: no new commit
+        applied.append(replace(w, action=action) if action != w.action else w)
+    outcome = CommitOutcome(did, applied)
+    if not applied:
+        return outcome
+
+    # Blob references first: a record pointing at a blob that was never uploaded fails before any
+    # signing work, and the whole transaction rolls back with it.
+    for w in applied:
+        if blob_refs is None:
+            break
+        uri = w.uri(did)
+        if w.action in (UPDATE, DELETE):
+            blob_refs.unlink_record_blobs(conn, did, uri)
+        if w.action in (CREATE, UPDATE):
+            outcome.permanent_blobs.extend(blob_refs.link_record_blobs(conn, did, uri, w.record))
+
+    rev = clock.next_tid()
+    if rev <= root["rev"]:
+        clock.observe(root["rev"])
+        rev = clock.next_tid()
+    keypair = _keypair(account["signing_key_alg"], bytes(account["signing_key"]))
+    try:
+        result = apply_writes(
+            SqliteBlockStore(conn, did), current_commit,
+            [Write(w.action, w.collection, w.rkey, w.record) for w in applied],
+            keypair, did, rev, node_cache=node_cache,
+        )
+    except InvalidWrite as exc:  # RecordAlreadyExists / RecordNotFound / a bad batch
+        raise InvalidRequest(str(exc)) from None
+
+    blocks_car = encode_car([result.commit_cid], result.sync_blocks.items())
+    if len(blocks_car) > MAX_EVENT_BLOCKS_BYTES:
+        raise InvalidRequest(f"Too many writes. Max event size: 2MB (this commit needs {len(blocks_car)} bytes)")
+
+    now = now_iso()
+    # Deletes before inserts: should a block ever be both dropped and re-added, it stays.
+    gone = [current_commit, *result.removed_nodes]
+    conn.executemany("DELETE FROM repo_block WHERE did = ? AND cid = ?", [(did, cid.bytes) for cid in gone])
+    conn.executemany(
+        "INSERT OR IGNORE INTO repo_block (did, cid, repo_rev, size, content) VALUES (?, ?, ?, ?, ?)",
+        [(did, cid.bytes, rev, len(block), block) for cid, block in result.new_blocks.items()],
+    )
+    for w in applied:
+        if w.action == DELETE:
+            conn.execute("DELETE FROM record WHERE did = ? AND collection = ? AND rkey = ?",
+                         (did, w.collection, w.rkey))
+        else:
+            conn.execute(
+                "INSERT INTO record (did, collection, rkey, cid, repo_rev, indexed_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, "
+                "repo_rev = excluded.repo_rev, indexed_at = excluded.indexed_at",
+                (did, w.collection, w.rkey, str(w.cid), rev, now),
+            )
+    for cid in result.removed_records:
+        # Another path may hold the same record (same content, same CID): keep its block then.
+        if conn.execute("SELECT 1 FROM record WHERE did = ? AND cid = ? LIMIT 1", (did, str(cid))).fetchone() is None:
+            conn.execute("DELETE FROM repo_block WHERE did = ? AND cid = ?", (did, cid.bytes))
+    conn.execute("UPDATE repo_root SET cid = ?, rev = ?, indexed_at = ? WHERE did = ?",
+                 (str(result.commit_cid), rev, now, did))
+    body = {
+        "repo": did,
+        "commit": result.commit_cid,
+        "rev": rev,
+        "since": result.since,
+        "blocks": blocks_car,
+        "ops": [op.to_event() for op in result.ops],
+        "prevData": result.prev_data,
+        "time": now,
+        "tooBig": False,
+        "rebase": False,
+        "blobs": [],
+    }
+    outcome.seq = append_event(conn, did, "commit", body)
+    outcome.commit_cid = result.commit_cid
+    outcome.rev = rev
+    return outcome
