@@ -1,0 +1,254 @@
+"""Firehose benchmark (issue #5): delivery latency to many subscribers under a steady write load.
+
+    .venv/bin/python bench/firehose.py [--subscribers 100] [--rate 100] [--seconds 30] [--procs 4]
+
+Starts ``squall serve`` on a free loopback port with a temporary data directory, signs up a few
+accounts, connects the subscribers to ``com.atproto.sync.subscribeRepos`` (spread over ``--procs``
+client processes so the clients' own CBOR parsing does not become the bottleneck), then creates
+records through ``com.atproto.repo.createRecord`` at ``--rate`` commits per second for
+``--seconds``. For every ``#commit`` each subscriber receives it records the delivery latency:
+receipt time minus the event's ``time`` (set when the commit is built, so this includes the
+transaction, the fan-out and the socket). Also reported: events lost or out of order, the write
+latency seen by the writer, and the server's resident set size (target: p99 ≤ 50 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import cbor2
+import httpx
+import psutil
+
+PASSWORD = "bench-password-123"
+P99_TARGET_MS = 50.0
+PATH = "/xrpc/com.atproto.sync.subscribeRepos"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDS_") and k != "PORT"}
+    env.update({"PDS_HOSTNAME": "localhost", "PDS_PORT": str(port), "PDS_DATA_DIRECTORY": str(data_dir),
+                "PDS_DEV_MODE": "true", "PDS_INVITE_REQUIRED": "false", "PDS_LOG_LEVEL": "warning"})
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "squall.cli", "serve", "--host", "127.0.0.1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/xrpc/_health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def event_epoch(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+# -- subscriber processes --------------------------------------------------------------------------
+
+
+def subscriber_proc(url: str, count: int, ready, results, stop_after: float) -> None:
+    asyncio.run(_subscribers(url, count, ready, results, stop_after))
+
+
+async def _subscribers(url: str, count: int, ready, results, stop_after: float) -> None:
+    import websockets
+
+    async def one() -> tuple[list[float], list[int], int | None]:
+        latencies: list[float] = []
+        seqs: list[int] = []
+        async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+            ready.put(1)
+            try:
+                while True:
+                    message = await asyncio.wait_for(ws.recv(), timeout=stop_after)
+                    received = time.time()
+                    stream = io.BytesIO(message)
+                    decoder = cbor2.CBORDecoder(stream)
+                    header = decoder.decode()
+                    body = decoder.decode()
+                    if header.get("t") != "#commit":
+                        continue
+                    seqs.append(body["seq"])
+                    latencies.append((received - event_epoch(body["time"])) * 1000)
+            except (asyncio.TimeoutError, websockets.ConnectionClosed):
+                pass
+            return latencies, seqs, ws.close_code
+
+    tasks = [asyncio.create_task(one()) for _ in range(count)]
+    out = await asyncio.gather(*tasks)
+    results.put(out)
+
+
+# -- writer ----------------------------------------------------------------------------------------
+
+
+async def write_load(base: str, accounts: list[tuple[str, str]], rate: float, seconds: float) -> dict:
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    failures = 0
+    in_flight = asyncio.Semaphore(64)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
+        async def write(i: int) -> None:
+            nonlocal failures
+            did, token = accounts[i % len(accounts)]
+            body = {"repo": did, "collection": "app.bsky.feed.post",
+                    "record": {"$type": "app.bsky.feed.post", "text": f"bench post {i}",
+                               "createdAt": datetime.utcnow().isoformat(timespec="milliseconds") + "Z"}}
+            async with in_flight:
+                started = time.perf_counter()
+                r = await client.post("/xrpc/com.atproto.repo.createRecord", json=body,
+                                      headers={"Authorization": f"Bearer {token}"})
+                latencies.append((time.perf_counter() - started) * 1000)
+                if r.status_code != 200:
+                    failures += 1
+                    if failures <= 3:
+                        print(f"  write failed: {r.status_code} {r.text[:200]}", file=sys.stderr)
+
+        t0 = time.perf_counter()
+        tasks = []
+        for i in range(total):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(write(i)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+    return {"total": total, "failures": failures, "elapsed": elapsed, "latencies": latencies}
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=100.0, help="commits per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--procs", type=int, default=4, help="client processes for the subscribers")
+    parser.add_argument("--accounts", type=int, default=4)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="squall-bench-firehose-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(tmp / "data", port, tmp / "server.log")
+    server = psutil.Process(proc.pid)
+    try:
+        accounts = []
+        with httpx.Client(base_url=base, timeout=30) as c:
+            for i in range(args.accounts):
+                r = c.post("/xrpc/com.atproto.server.createAccount",
+                           json={"handle": f"bench{i}.localhost", "email": f"bench{i}@example.com", "password": PASSWORD})
+                r.raise_for_status()
+                accounts.append((r.json()["did"], r.json()["accessJwt"]))
+            probe = c.post("/xrpc/com.atproto.repo.createRecord", headers={"Authorization": f"Bearer {accounts[0][1]}"},
+                           json={"repo": accounts[0][0], "collection": "app.bsky.feed.post",
+                                 "record": {"$type": "app.bsky.feed.post", "text": "probe",
+                                            "createdAt": "2024-01-01T00:00:00.000Z"}})
+            if probe.status_code != 200:
+                print(f"createRecord is not available ({probe.status_code}: {probe.text[:200]}); nothing to measure")
+                return 2
+        rss_idle = server.memory_info().rss
+
+        ctx = mp.get_context("spawn")
+        ready, results = ctx.Queue(), ctx.Queue()
+        url = base.replace("http://", "ws://") + PATH
+        per = [args.subscribers // args.procs + (1 if i < args.subscribers % args.procs else 0) for i in range(args.procs)]
+        procs = [ctx.Process(target=subscriber_proc, args=(url, n, ready, results, 5.0)) for n in per if n]
+        for p in procs:
+            p.start()
+        for _ in range(args.subscribers):
+            ready.get(timeout=60)
+        rss_connected = server.memory_info().rss
+
+        peak = [rss_connected]
+        cpu_before = server.cpu_times()
+
+        async def run_load() -> dict:
+            async def sample() -> None:
+                while True:
+                    peak[0] = max(peak[0], server.memory_info().rss)
+                    await asyncio.sleep(0.5)
+
+            sampler = asyncio.create_task(sample())
+            try:
+                return await write_load(base, accounts, args.rate, args.seconds)
+            finally:
+                sampler.cancel()
+
+        load = asyncio.run(run_load())
+        cpu_after = server.cpu_times()
+        collected = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+        rss_end = server.memory_info().rss
+
+        latencies: list[float] = []
+        complete = in_order = 0
+        expected = load["total"] - load["failures"]
+        for batch in collected:
+            for lat, seqs, _code in batch:
+                latencies.extend(lat)
+                complete += len(seqs) == expected
+                in_order += seqs == sorted(set(seqs))
+        p50, p90, p99 = pct(latencies, 50), pct(latencies, 90), pct(latencies, 99)
+        cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        print(f"squall firehose benchmark — {platform.python_implementation()} {platform.python_version()}, "
+              f"{os.cpu_count()} CPUs")
+        print(f"  load: {load['total']} createRecord in {load['elapsed']:.1f} s "
+              f"({load['total'] / load['elapsed']:.1f}/s target {args.rate:.0f}/s), failures {load['failures']}; "
+              f"write latency p50 {pct(load['latencies'], 50):.1f} ms p99 {pct(load['latencies'], 99):.1f} ms")
+        print(f"  subscribers: {args.subscribers} in {len(procs)} processes; received every commit: "
+              f"{complete}/{args.subscribers}; in order without duplicates: {in_order}/{args.subscribers}")
+        print(f"  delivery latency (event time → receipt), {len(latencies)} deliveries: "
+              f"p50 {p50:.1f} ms  p90 {p90:.1f} ms  p99 {p99:.1f} ms  max {max(latencies, default=float('nan')):.1f} ms "
+              f"(target p99 ≤ {P99_TARGET_MS:.0f} ms: {'met' if p99 <= P99_TARGET_MS else 'NOT met'})")
+        print(f"  server CPU during the load: {cpu:.1f} s over {load['elapsed']:.1f} s "
+              f"({100 * cpu / load['elapsed']:.0f}% of one core)")
+        print(f"  server RSS: idle {rss_idle / 2**20:.1f} MB, with subscribers {rss_connected / 2**20:.1f} MB, "
+              f"peak {peak[0] / 2**20:.1f} MB, end {rss_end / 2**20:.1f} MB")
+        return 0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
