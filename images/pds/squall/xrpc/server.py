@@ -12,6 +12,7 @@ from typing import Any
 
 from ..accounts import app_passwords, invites, sessions, signup, status
 from ..accounts import events as account_events
+from ..accounts.memory import pin_mmap_threshold
 from ..accounts.sessions import LoginChecker, Session
 from ..accounts.store import Account, get_by_did
 from ..atproto import syntax
@@ -37,6 +38,8 @@ async def start(ctx) -> None:
     if row is not None and row["rev"]:
         clock.observe(row["rev"])
     ctx.services["login"] = LoginChecker(ctx.db, ctx.hasher)
+    # Logins hash with argon2id (19 MiB each); without this the buffers stay resident after use.
+    pin_mmap_threshold()
 
 
 # -- helpers ------------------------------------------------------------------------------------------
