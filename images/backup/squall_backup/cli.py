@@ -96,7 +96,6 @@ def _dispatch(args, settings) -> int:
     engine = Engine(settings)
     try:
         if args.command == "now":
-            engine.announce()
             engine.run_once()
         elif args.command == "list":
             markers = engine.target(args.source).list_markers()

@@ -150,6 +150,7 @@ class Engine:
         backup_id = self._new_id(started)
         current = {"id": backup_id, "started_at": format_time(started), "stage": "snapshot"}
         self.status.update(state="running", current_run=current, **self._base_status())
+        self.announce()  # every run: an unencrypted remote target must not go unnoticed
         logs.info("backup.start", id=backup_id)
 
         def stage(name: str) -> None:
