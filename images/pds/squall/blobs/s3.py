@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import boto3
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -99,7 +100,8 @@ class S3BlobStore(BlobStore):
             if code in _NOT_FOUND:
                 raise BlobNotFoundError(f"{what}: not found") from None
             raise BlobStoreError(f"{what} failed: S3 error {code or 'unknown'}") from exc
-        except (BotoCoreError, OSError) as exc:
+        except (BotoCoreError, Boto3Error, OSError) as exc:
+            # The transfer manager wraps S3 errors in its own (S3UploadFailedError …).
             raise BlobStoreError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
     # -- uploads ---------------------------------------------------------------------------------------
