@@ -95,6 +95,8 @@ class LoginChecker:
         account = await get_by_identifier(self.db, identifier)
         if account is None or account.password_hash is None:
             await verify_password(self.hasher, await self._dummy.get(self.hasher), password)
+            if app_passwords.looks_like_app_password(password):  # a known account would hash twice
+                await app_passwords.hash_app_password(self.hasher, "did:web:invalid", password)
             raise AuthRequired(LOGIN_FAILED)
         if await verify_password(self.hasher, account.password_hash, password):
             return account, None
