@@ -236,6 +236,28 @@ def test_app_passwords(pds, c, user):
                  headers=bearer(other["accessJwt"])).json()["passwords"] == []
 
 
+@pytest.mark.parametrize("kind, nsid", [
+    ("GET", "getSession"), ("GET", "listAppPasswords"), ("GET", "getAccountInviteCodes"),
+    ("GET", "checkAccountStatus"), ("POST", "createAppPassword"), ("POST", "revokeAppPassword"),
+    ("POST", "activateAccount"), ("POST", "deactivateAccount"), ("POST", "refreshSession"),
+    ("POST", "deleteSession"),
+])
+def test_user_methods_need_a_session(c, kind, nsid):
+    url = f"/xrpc/com.atproto.server.{nsid}"
+    r = c.get(url) if kind == "GET" else c.post(url, json={})
+    assert_error(r, 401, "AuthenticationRequired")
+
+
+def test_revoke_app_password_bad_input(c, user):
+    headers = bearer(user["accessJwt"])
+    for body in ({}, {"name": 5}, {"name": ["x"]}, {"name": "n" * 101}):
+        assert_error(c.post("/xrpc/com.atproto.server.revokeAppPassword", json=body, headers=headers),
+                     400, "InvalidRequest")
+    # revoking a name that does not exist is not an error (as the reference)
+    r = c.post("/xrpc/com.atproto.server.revokeAppPassword", json={"name": "never-made"}, headers=headers)
+    assert r.status_code == 200, r.text
+
+
 def test_takendown_account(pds, c):
     user = signup(c, "carol").json()
     with closing(sqlite3.connect(pds.data_dir / "pds.sqlite", timeout=10)) as conn:
