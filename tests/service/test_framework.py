@@ -122,3 +122,20 @@ def test_newer_schema_is_refused(tmp_path):
     with pytest.raises(RuntimeError) as info:
         proc.start(timeout=15)
     assert "newer" in str(info.value)
+
+
+def test_admin_bearer_token_checked_against_hash(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "squall.cli", "admin", "hash-token"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.split("token (shown once, give it to your admin tools): ")[1].split()[0]
+    digest = r.stdout.split("PDS_ADMIN_TOKEN_HASH=")[1].strip()
+    assert digest.startswith("$argon2id$") and token not in digest
+    with PdsProcess(tmp_path / "data", env_extra={"PDS_ADMIN_TOKEN_HASH": digest}) as pds:
+        with pds.client() as c:
+            assert c.get("/xrpc/_admin/status", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            assert c.get("/xrpc/_admin/status", headers={"Authorization": "Bearer not-the-token-at-all"}).status_code == 401
+            # with only a hash configured there is no Basic password at all
+            assert not (pds.data_dir / "secrets" / "admin_password").exists()
+            assert c.get("/xrpc/_admin/status", auth=("admin", "anything")).status_code == 401
+        assert token not in pds.logs()

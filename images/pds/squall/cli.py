@@ -128,6 +128,23 @@ def _operator(func):
     return run
 
 
+def _admin_hash_token(args: argparse.Namespace) -> int:
+    """Make an admin Bearer token and its argon2 hash, for operators who keep only the hash."""
+    import secrets as _random
+
+    from .auth.passwords import make_hasher
+
+    token = sys.stdin.readline().strip() if args.stdin else _random.token_urlsafe(32)
+    if len(token) < 16:
+        print("squall: an admin token must be at least 16 characters", file=sys.stderr)
+        return 1
+    digest = make_hasher().hash(token)
+    if not args.stdin:
+        print(f"token (shown once, give it to your admin tools): {token}")
+    print(f"PDS_ADMIN_TOKEN_HASH={digest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squall", description="Squall AT Protocol PDS")
     parser.add_argument("--version", action="version", version=f"squall {__version__}")
@@ -149,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     invite_create = invite_sub.add_parser("create", help="create an invite code and print it")
     invite_create.add_argument("--uses", type=int, default=1, help="how many accounts it may create (default 1)")
     invite_create.set_defaults(func=_operator(_invite_create))
+
+    admin = sub.add_parser("admin", help="admin credential tools")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    hash_token = admin_sub.add_parser("hash-token", help="generate an admin Bearer token and print its argon2 hash")
+    hash_token.add_argument("--stdin", action="store_true", help="hash a token read from standard input instead")
+    hash_token.set_defaults(func=_admin_hash_token)
     return parser
 
 
