@@ -168,3 +168,21 @@ def test_unencrypted_marker_parses_and_says_so(tmp_path, data_dir):
     marker, archive, marker_path = _backup_files(engine)
     assert not Marker.from_bytes(marker_path.read_bytes()).encrypted
     assert archive.name.endswith(".tar.zst")
+
+
+@pytest.mark.parametrize("field,entry", [
+    ("blobs", {"path": "secrets/jwt_secret", "size": 1, "sha256": "0" * 64}),
+    ("blobs", {"path": "blobs/did:plc:x/../../etc", "size": 1, "sha256": "0" * 64}),
+    ("files", {"path": "../outside", "size": 1, "sha256": "0" * 64}),
+    ("files", {"path": "/etc/passwd", "size": 1, "sha256": "0" * 64}),
+])
+def test_manifest_paths_cannot_escape(tmp_path, data_dir, field, entry):
+    from squall_backup.manifest import ManifestError
+    engine = Engine(settings_for(data_dir, BACKUP_LOCAL_DIR=str(tmp_path / "t")))
+    engine.run_once()
+    marker, archive, _ = _backup_files(engine)
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(archive.read_bytes())).read()
+    manifest = json.loads(tarfile.open(fileobj=io.BytesIO(raw)).extractfile("manifest.json").read())
+    manifest[field].append(entry)
+    with pytest.raises(ManifestError):
+        Manifest.from_bytes(json.dumps(manifest).encode())

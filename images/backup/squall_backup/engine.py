@@ -30,7 +30,7 @@ from pathlib import Path
 from . import logs
 from .archive import Aborted, ArchiveError, archive_name, read_archive, write_archive
 from .crypto import DecryptionFailed, load_identities
-from .manifest import (BACKUP_ID, DATABASE_NAME, MANIFEST_NAME, Manifest, ManifestError, Marker,
+from .manifest import (BACKUP_ID, DATABASE_NAME, MANIFEST_NAME, Manifest, Marker,
                        backup_id_for, format_time)
 from .retention import select_keep
 from .snapshot import database_entry, list_blobs, snapshot_database, stage_secrets, write_atomic

@@ -83,6 +83,11 @@ class Manifest:
             raise ManifestError(f"malformed manifest: {exc}") from None
         for entry in m.files + m.blobs:
             check_relative_path(entry.path)
+        # Blobs are fetched by these paths from the target: they must stay under blobs/, files outside it.
+        if any(not e.path.startswith("blobs/") or e.path.count("/") != 2 for e in m.blobs):
+            raise ManifestError("a blob path in the manifest is not blobs/<did>/<cid>")
+        if any(e.path.startswith("blobs/") for e in m.files):
+            raise ManifestError("an archive file in the manifest claims a blob path")
         if DATABASE_NAME not in {e.path for e in m.files}:
             raise ManifestError("manifest lists no pds.sqlite")
         return m
