@@ -1,0 +1,157 @@
+"""Service proxying on the XRPC surface: the catch-all for methods this PDS does not serve, and
+``com.atproto.server.getServiceAuth`` (https://atproto.com/specs/xrpc, "Service Proxying",
+"Inter-Service Authentication"; behaviour and error names as the reference PDS).
+
+The feature module for ``squall.app``: ``start`` attaches ``ProxyService`` as
+``ctx.services["proxy"]`` (after the identity service, which resolves ``atproto-proxy`` DIDs),
+``fallback`` is the dispatcher's catch-all.
+
+A proxied call, in order: only GET, HEAD and POST; protected (account-management) methods are
+refused outright; a method with neither an ``atproto-proxy`` header nor a configured default
+service stays MethodNotImplemented; the caller must hold an access token, and a privileged
+method (chat) needs a full session or a privileged app password; then the target is resolved
+and the call forwarded with a 60-second service token bound to the method.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterable, Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..atproto import syntax
+from ..proxy import ProxyService, is_privileged, is_protected
+from ..proxy.target import Target
+from .errors import InvalidRequest
+from .registry import Auth, Method
+from .request import XrpcRequest
+
+if TYPE_CHECKING:
+    from ..auth.verifier import AuthResult
+    from ..context import AppContext
+
+MAX_SERVICE_AUTH_TTL = 3600  # a token requested through getServiceAuth lives at most an hour
+MAX_METHODLESS_TTL = 60  # … and at most a minute when it is not bound to a method
+
+
+async def start(ctx: "AppContext") -> None:
+    ctx.services["proxy"] = ProxyService(ctx.settings, ctx.db, ctx.service("identity"), log=ctx.log)
+
+
+async def stop(ctx: "AppContext") -> None:
+    service = ctx.services.pop("proxy", None)
+    if service is not None:
+        await service.close()
+
+
+def _proxy_header(request: Request) -> str | None:
+    values = request.headers.getlist("atproto-proxy")
+    if len(values) > 1:
+        raise InvalidRequest("invalid proxy header format: more than one atproto-proxy header")
+    return values[0] if values else None
+
+
+async def forward(ctx: "AppContext", request: Request, nsid: str, auth: "AuthResult", target: Target, *,
+                  body: AsyncIterable[bytes] | bytes | None = None,
+                  body_headers: Mapping[str, str] | None = None) -> Response:
+    """Forward ``request`` to ``target`` on behalf of the authenticated caller."""
+    proxy: ProxyService = ctx.services["proxy"]
+    assert auth.did is not None
+    # The reference's current outbound tokens carry the bare DID as audience; the service id
+    # only chose the endpoint.
+    token = await proxy.service_token(auth.did, target.did, nsid)
+    return await proxy.forwarder.forward(
+        method=request.method, origin=target.origin, nsid=nsid, query=request.url.query,
+        incoming=request.headers, authorization=f"Bearer {token}", body=body, body_headers=body_headers,
+    )
+
+
+async def forward_if_other_appview(req: XrpcRequest, nsid: str, *, body: bytes | None = None) -> Response | None:
+    """For methods this PDS serves for the configured AppView (preferences): when the client's
+    ``atproto-proxy`` header names another service, that service answers instead."""
+    header = _proxy_header(req.http)
+    if header is None:
+        return None
+    proxy: ProxyService = req.ctx.services["proxy"]
+    appview = proxy.targets.configured("appview")
+    if appview is not None and header == appview.ref:
+        return None
+    target = await proxy.targets.from_header(header)
+    body_headers = {"content-type": "application/json"} if body is not None else None
+    return await forward(req.ctx, req.http, nsid, req.auth, target, body=body, body_headers=body_headers)
+
+
+async def fallback(ctx: "AppContext", request: Request, nsid: str) -> Response | None:
+    if request.method not in ("GET", "HEAD", "POST"):
+        raise InvalidRequest("XRPC requests only supports GET and POST")
+    if is_protected(nsid):
+        raise InvalidRequest("Bad token method", "InvalidToken")
+    proxy: ProxyService = ctx.services["proxy"]
+    header = _proxy_header(request)
+    target = proxy.targets.default(nsid) if header is None else None
+    if header is None and target is None:
+        return None  # nobody to ask: MethodNotImplemented
+    # Authenticate before resolving anything a header names: an anonymous caller must not be able
+    # to make this server fetch DID documents.
+    auth = await ctx.verifier.verify(Auth.ACCESS, request.headers.get("authorization"))
+    if is_privileged(nsid) and not auth.is_privileged:
+        raise InvalidRequest("Bad token method", "InvalidToken")
+    if header is not None:
+        target = await proxy.targets.from_header(header)
+    assert target is not None
+    body = request.stream() if request.method == "POST" else None
+    return await forward(ctx, request, nsid, auth, target, body=body)
+
+
+# -- com.atproto.server.getServiceAuth --------------------------------------------------------------
+
+
+def _is_atproto_did(value: str) -> bool:
+    if not syntax.is_valid_did(value):
+        return False
+    if value.startswith("did:plc:"):
+        rest = value[len("did:plc:"):]
+        return len(rest) == 24 and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in rest)
+    return value.startswith("did:web:")
+
+
+def _is_service_audience(value: str) -> bool:
+    did, sep, fragment = value.partition("#")
+    if sep and (not fragment or "#" in fragment or any(c.isspace() for c in fragment)):
+        return False
+    return _is_atproto_did(did)
+
+
+async def get_service_auth(req: XrpcRequest) -> dict[str, Any]:
+    aud = req.str_param("aud", required=True, max_length=2048)
+    assert aud is not None
+    if not _is_service_audience(aud):
+        raise InvalidRequest("aud must be a valid atproto DID or did#serviceId reference")
+    lxm = req.str_param("lxm", max_length=317)
+    if lxm is not None and not syntax.is_valid_nsid(lxm):
+        raise InvalidRequest("Error: Params property \"lxm\" must be a valid NSID")
+    exp = req.int_param("exp")
+    if lxm is not None and is_privileged(lxm) and not req.auth.is_privileged:
+        raise InvalidRequest(f"insufficient access to request a service auth token for the following method: {lxm}")
+    if exp is not None:
+        remaining = exp - time.time()
+        if remaining < 0:
+            raise InvalidRequest("expiration is in past", "BadExpiration")
+        if remaining > MAX_SERVICE_AUTH_TTL:
+            raise InvalidRequest("cannot request a token with an expiration more than an hour in the future",
+                                 "BadExpiration")
+        if lxm is None and remaining > MAX_METHODLESS_TTL:
+            raise InvalidRequest("cannot request a method-less token with an expiration more than a minute "
+                                 "in the future", "BadExpiration")
+    if lxm is not None and is_protected(lxm):
+        raise InvalidRequest(f"cannot request a service auth token for the following protected method: {lxm}")
+    proxy: ProxyService = req.ctx.services["proxy"]
+    return {"token": await proxy.service_token(req.did, aud, lxm, exp=exp)}
+
+
+METHODS = (
+    Method("com.atproto.server.getServiceAuth", "query", get_service_auth, Auth.ACCESS,
+           errors=("BadExpiration",)),
+)
