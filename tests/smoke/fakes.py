@@ -1,0 +1,213 @@
+"""Small fake servers on loopback for the smoke suite's own tests: a PDS that imitates Squall's
+read-only surface with exactly one flaw switched on, and a relay that answers requestCrawl.
+
+They are deliberately not Squall: the point is to show the suite notices a broken server, so
+each flaw is a knob (``flaw=...``) and everything else answers correctly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from squall.atproto.cid import CID
+from squall.atproto.crypto import Secp256k1Keypair
+
+from smoke.write_checks import tiny_png
+from tests.helpers.net import free_port
+
+HANDLE = "alice.test"
+DID = "did:web:alice.test"
+ADMIN_PASSWORD = "fake-admin-password"
+FLAWS = {None, "wrong-did-document", "no-csp", "ws-never-upgrades"}
+
+
+def _host(request: Request) -> str:
+    return request.headers.get("host", "").split(":")[0].lower()
+
+
+def _error(status: int, name: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": name, "message": message}, status_code=status)
+
+
+@dataclass
+class _Server:
+    port: int = field(default_factory=free_port)
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def app(self) -> Starlette:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="off", ws="websockets-sansio")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"{type(self).__name__} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True  # a never-answered WebSocket must not hold the shutdown
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+@dataclass
+class FakePds(_Server):
+    flaw: str | None = None
+    key: Secp256k1Keypair = field(default_factory=Secp256k1Keypair.generate)
+    blob: bytes = field(default_factory=tiny_png)
+
+    def __post_init__(self) -> None:
+        if self.flaw not in FLAWS:
+            raise ValueError(f"unknown flaw {self.flaw!r}")
+
+    @property
+    def blob_cid(self) -> str:
+        return str(CID.from_block(self.blob, 0x55))
+
+    @property
+    def public_url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def args(self) -> list[str]:
+        """The smoke options that describe this server."""
+        return ["--base-url", self.url, "--hostname", "localhost", "--public-url", self.public_url,
+                "--admin-password", ADMIN_PASSWORD, "--handle", HANDLE, "--blob", f"{DID}/{self.blob_cid}",
+                "--timeout", "3"]
+
+    def account_document(self) -> dict[str, Any]:
+        aka, endpoint = [f"at://{HANDLE}"], self.public_url
+        if self.flaw == "wrong-did-document":
+            aka, endpoint = ["at://mallory.test"], "https://elsewhere.example"
+        return {
+            "@context": ["https://www.w3.org/ns/did/v1"], "id": DID, "alsoKnownAs": aka,
+            "verificationMethod": [{"id": f"{DID}#atproto", "type": "Multikey", "controller": DID,
+                                    "publicKeyMultibase": self.key.public_key.multibase()}],
+            "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": endpoint}],
+        }
+
+    def app(self) -> Starlette:
+        async def health(request: Request) -> Response:
+            return JSONResponse({"version": "fake"})
+
+        async def describe(request: Request) -> Response:
+            return JSONResponse({"did": "did:web:localhost", "availableUserDomains": [".test"],
+                                 "inviteCodeRequired": True})
+
+        async def did_json(request: Request) -> Response:
+            host = _host(request)
+            if host == "localhost":
+                return JSONResponse({"@context": ["https://www.w3.org/ns/did/v1"], "id": "did:web:localhost",
+                                     "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                                                  "serviceEndpoint": self.public_url}]})
+            if host == HANDLE:
+                return JSONResponse(self.account_document())
+            return PlainTextResponse("Not found", status_code=404)
+
+        async def atproto_did(request: Request) -> Response:
+            if _host(request) == HANDLE:
+                return PlainTextResponse(DID)
+            return PlainTextResponse("User not found", status_code=404)
+
+        async def admin_status(request: Request) -> Response:
+            expected = "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+            if request.headers.get("authorization") != expected:
+                return _error(401, "AuthenticationRequired", "Admin credentials required")
+            return JSONResponse({"version": "fake", "accounts": {"total": 1, "active": 1}})
+
+        async def tls_check(request: Request) -> Response:
+            if request.query_params.get("domain") in ("localhost", HANDLE):
+                return PlainTextResponse("ok")
+            return PlainTextResponse("unknown domain", status_code=404)
+
+        async def resolve_handle(request: Request) -> Response:
+            if request.query_params.get("handle") == HANDLE:
+                return JSONResponse({"did": DID})
+            return _error(400, "HandleNotFound", "Unable to resolve handle")
+
+        async def get_blob(request: Request) -> Response:
+            headers = {"x-content-type-options": "nosniff"}
+            if self.flaw != "no-csp":
+                headers["content-security-policy"] = "default-src 'none'; sandbox"
+            return Response(self.blob, media_type="image/png", headers=headers)
+
+        async def subscribe(websocket: WebSocket) -> None:
+            if self.flaw == "ws-never-upgrades":
+                # The TCP connection and the upgrade request are taken, the answer never comes.
+                await asyncio.Event().wait()
+            await websocket.accept()
+            try:
+                while True:
+                    await websocket.receive()
+            except Exception:
+                return
+
+        routes = [
+            Route("/xrpc/_health", health),
+            Route("/xrpc/com.atproto.server.describeServer", describe),
+            Route("/.well-known/did.json", did_json),
+            Route("/.well-known/atproto-did", atproto_did),
+            Route("/xrpc/_admin/status", admin_status),
+            Route("/tls-check", tls_check),
+            Route("/xrpc/com.atproto.identity.resolveHandle", resolve_handle),
+            Route("/xrpc/com.atproto.sync.getBlob", get_blob),
+            Route("/xrpc/com.atproto.repo.createRecord", health, methods=["POST"]),
+            WebSocketRoute("/xrpc/com.atproto.sync.subscribeRepos", subscribe),
+        ]
+        cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
+        return Starlette(routes=routes, middleware=[cors])
+
+
+@dataclass
+class FakeRelay(_Server):
+    """``mode``: "accept" (200 for a hostname, 400 InvalidRequest without), "ban" (400 HostBanned
+    for any hostname), "not-a-relay" (404 HTML for everything)."""
+
+    mode: str = "accept"
+    received: list[Any] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        async def request_crawl(request: Request) -> Response:
+            body = await request.json()
+            self.received.append(body)
+            if self.mode == "not-a-relay":
+                return Response("<html>nothing here</html>", status_code=404, media_type="text/html")
+            if not isinstance(body, dict) or not isinstance(body.get("hostname"), str):
+                return _error(400, "InvalidRequest", "hostname is required")
+            if self.mode == "ban":
+                return _error(400, "HostBanned", f"{body['hostname']} is banned")
+            return Response(status_code=200)
+
+        return Starlette(routes=[Route("/xrpc/com.atproto.sync.requestCrawl", request_crawl, methods=["POST"])])
