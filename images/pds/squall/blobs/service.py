@@ -27,7 +27,6 @@ from ..xrpc.errors import InvalidRequest, PayloadTooLarge
 from .disk import DiskBlobStore
 from .gc import GarbageCollector, SweepReport
 from .options import BlobOptions
-from .s3 import S3BlobStore, S3Options
 from .store import BlobNotFoundError, BlobStore, BlobStoreError
 
 SNIFF_BYTES = 8192  # what the signature table (``filetype``) looks at
@@ -68,6 +67,9 @@ class BlobInfo:
 def build_store(settings: Settings, options: BlobOptions) -> BlobStore:
     temp = settings.data_directory / "tmp"
     if settings.blobstore_s3_bucket:
+        # boto3 adds ~25 MB of resident memory: load it only when S3 storage is configured.
+        from .s3 import S3BlobStore, S3Options
+
         return S3BlobStore(S3Options(
             bucket=settings.blobstore_s3_bucket, region=settings.blobstore_s3_region,
             endpoint=settings.blobstore_s3_endpoint, force_path_style=settings.blobstore_s3_force_path_style,

@@ -22,9 +22,6 @@ import logging
 import time
 from typing import Any, Callable
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 import httpx
 
 from ..atproto import syntax
@@ -47,19 +44,36 @@ class HandleResolver:
         self.http = http
         self.well_known_url = well_known_url
         self.log = log or logging.getLogger("squall.identity")
-        try:
-            self.dns = dns.asyncresolver.Resolver(configure=nameservers is None)
-        except dns.resolver.NoResolverConfiguration:
-            # No /etc/resolv.conf (a minimal container): DNS lookups fail, HTTPS still works.
-            self.dns = dns.asyncresolver.Resolver(configure=False)
-            self.log.warning("no DNS resolver configuration; handle resolution uses HTTPS only")
-        if nameservers is not None:
-            self.dns.nameservers = list(nameservers)
-            self.dns.port = dns_port
-        self.dns.lifetime = dns_timeout
-        self.dns.timeout = dns_timeout
+        self._nameservers = nameservers
+        self._dns_port = dns_port
+        self._dns_timeout = dns_timeout
+        self._dns: Any = None
+
+    @property
+    def dns(self) -> Any:
+        # dnspython costs ~10 MB of resident memory; most PDSs resolve only their own handles, so
+        # it is loaded on the first external lookup rather than at start.
+        if self._dns is None:
+            import dns.asyncresolver
+            import dns.resolver
+
+            try:
+                resolver = dns.asyncresolver.Resolver(configure=self._nameservers is None)
+            except dns.resolver.NoResolverConfiguration:
+                # No /etc/resolv.conf (a minimal container): DNS lookups fail, HTTPS still works.
+                resolver = dns.asyncresolver.Resolver(configure=False)
+                self.log.warning("no DNS resolver configuration; handle resolution uses HTTPS only")
+            if self._nameservers is not None:
+                resolver.nameservers = list(self._nameservers)
+                resolver.port = self._dns_port
+            resolver.lifetime = self._dns_timeout
+            resolver.timeout = self._dns_timeout
+            self._dns = resolver
+        return self._dns
 
     async def resolve_dns(self, handle: str) -> str | None:
+        import dns.exception
+
         try:
             answer = await self.dns.resolve(f"_atproto.{handle}", "TXT")
         except (dns.exception.DNSException, OSError):
