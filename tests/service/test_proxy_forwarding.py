@@ -386,3 +386,9 @@ def test_request_body_over_the_limit(world, c, user):
     assert_error(c.post("/xrpc/app.bsky.notification.updateSeen", content=big,
                         headers=auth(user, **{"content-type": "application/json"})), 413, "PayloadTooLarge")
     assert world["appview"].requests() == []
+
+
+def test_head_is_forwarded_as_head(world, c, user):
+    r = c.head(f"/xrpc/{TIMELINE}", headers=auth(user))
+    assert r.status_code == 200 and r.content == b""
+    assert only_request(world["appview"], TIMELINE).method == "HEAD"
