@@ -313,8 +313,8 @@ async def admin_refuses_token(ctx: Smoke) -> str:
         if response.status_code not in (401, 403) or xrpc_error(response) is None:
             raise CheckFailed(f"HTTP 401/403 with an XRPC error from {method} {path} with an account's token",
                               seen(response))
-        seen_statuses.append(f"{path.rsplit('/', 1)[1]} {response.status_code}")
-    return ", ".join(seen_statuses)
+        seen_statuses.append(f"{method} {path} {response.status_code}")
+    return "refused: " + ", ".join(seen_statuses)
 
 
 async def blob_security(ctx: Smoke) -> str:

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -43,22 +50,57 @@ def _error(status: int, name: str, message: str) -> JSONResponse:
     return JSONResponse({"error": name, "message": message}, status_code=status)
 
 
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate it signed for localhost and 127.0.0.1, like the
+    internal CA Caddy uses on a LAN: (ca.pem, cert.pem, key.pem)."""
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.now(timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("smoke test CA")).issuer_name(name("smoke test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
 @dataclass
 class _Server:
     port: int = field(default_factory=free_port)
+    tls: tuple[Path, Path] | None = None  # (cert.pem, key.pem): serve https and wss
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def app(self) -> Starlette:
         raise NotImplementedError
 
     def start(self) -> Any:
         config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off", ws="websockets-sansio")
+                                lifespan="off", ws="websockets-sansio",
+                                ssl_certfile=self.tls and str(self.tls[0]), ssl_keyfile=self.tls and str(self.tls[1]))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
@@ -72,7 +114,6 @@ class _Server:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
-            self._server.force_exit = True  # a never-answered WebSocket must not hold the shutdown
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -99,7 +140,7 @@ class FakePds(_Server):
 
     @property
     def public_url(self) -> str:
-        return f"http://localhost:{self.port}"
+        return f"{self.scheme}://localhost:{self.port}"
 
     def args(self) -> list[str]:
         """The smoke options that describe this server."""
@@ -165,8 +206,11 @@ class FakePds(_Server):
 
         async def subscribe(websocket: WebSocket) -> None:
             if self.flaw == "ws-never-upgrades":
-                # The TCP connection and the upgrade request are taken, the answer never comes.
-                await asyncio.Event().wait()
+                # The TCP connection and the upgrade request are taken, the answer never comes
+                # (until the fake shuts down).
+                while self._server is not None and not self._server.should_exit:
+                    await asyncio.sleep(0.05)
+                return
             await websocket.accept()
             try:
                 while True:

@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers.net import free_port
 
-from .fakes import FakePds, FakeRelay
+from .fakes import FakePds, FakeRelay, make_tls
 from .run import run_smoke
 
 READ_ONLY_SKIPS = {"write", "crawler.request-crawl"}
@@ -105,3 +105,25 @@ def test_crawler_check_fails_on_a_refusal_or_a_non_relay(mode, words):
     detail = run.by_name()["crawler.request-crawl"]["detail"]
     for word in words:
         assert word in detail
+
+
+# -- https and wss with a private CA -----------------------------------------------------------
+
+
+def test_https_and_wss_pass_with_the_ca_cert(tmp_path):
+    ca, cert, key = make_tls(tmp_path)
+    with FakePds(tls=(cert, key)) as fake:
+        run = run_smoke(*fake.args(), "--ca-cert", str(ca))
+    assert run.code == 0, run.stdout + run.stderr
+    assert fake.url.startswith("https://")
+    assert {"health", "firehose.upgrade", "blob.security-headers"} <= run.names("pass")
+
+
+def test_https_without_the_ca_cert_fails_on_certificate_verification(tmp_path):
+    ca, cert, key = make_tls(tmp_path)
+    with FakePds(tls=(cert, key)) as fake:
+        run = run_smoke(*fake.args())
+    assert run.code == 1
+    assert {"health", "firehose.upgrade"} <= run.names("fail")
+    assert "CERTIFICATE_VERIFY_FAILED" in run.by_name()["health"]["detail"]
+    assert "CERTIFICATE_VERIFY_FAILED" in run.by_name()["firehose.upgrade"]["detail"]
