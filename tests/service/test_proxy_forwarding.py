@@ -267,6 +267,9 @@ def test_app_password_without_privilege_cannot_reach_chat(world, c, user):
     assert body["message"] == "Bad token method"
     body = assert_error(c.post("/xrpc/chat.bsky.convo.sendMessage", json={"convoId": "x"},
                                headers=auth(user, "app")), 400, "InvalidToken")
+    # a chat method newer than the reference's list is held back too
+    assert_error(c.post("/xrpc/chat.bsky.convo.addReaction", json={}, headers=auth(user, "app")),
+                 400, "InvalidToken")
     assert world["chat"].requests() == []
     # … but an ordinary app password may use the AppView, and a privileged one may chat
     assert c.get(f"/xrpc/{TIMELINE}", headers=auth(user, "app")).status_code == 200

@@ -300,6 +300,8 @@ def test_privileged_methods_need_privilege(world):
     assert "insufficient access" in body["message"]
     assert get_service_auth(world, "privileged_app", aud=AUD, lxm=lxm).status_code == 200
     assert get_service_auth(world, "full", aud=AUD, lxm=lxm).status_code == 200
+    body = assert_error(get_service_auth(world, "app", aud=AUD, lxm="chat.bsky.convo.addReaction"),
+                        400, "InvalidRequest")
     # other methods are fine for an ordinary app password
     assert get_service_auth(world, "app", aud=AUD, lxm=LXM).status_code == 200
 

@@ -4,7 +4,9 @@
   state). They are only ever called on the PDS directly: never proxied and never put in a
   service-auth token, so a third-party service can never be handed the power to run them.
 * Privileged methods (direct messages, account creation elsewhere) need a full session or a
-  privileged app password; an ordinary app password is refused.
+  privileged app password; an ordinary app password is refused. The reference lists the chat
+  methods one by one; here every ``chat.bsky.*`` method counts, so a chat method newer than the
+  list is not open to ordinary app passwords.
 
 Matching ignores case, as the reference does, so ``Chat.Bsky.Convo.SendMessage`` cannot slip past.
 """
@@ -58,4 +60,5 @@ def is_protected(nsid: str) -> bool:
 
 
 def is_privileged(nsid: str) -> bool:
-    return nsid.lower() in _PRIVILEGED_LOWER
+    lower = nsid.lower()
+    return lower in _PRIVILEGED_LOWER or lower.startswith("chat.bsky.")
