@@ -115,3 +115,31 @@ def test_write_checks_with_did_plc_and_invite_only_sign_up(tmp_path):
             assert did.startswith("did:plc:")
             assert did in plc.dids()
             assert plc.url in run.by_name()["write.identity"]["detail"]
+
+
+async def test_cleanup_runs_when_the_run_is_cancelled(pds, monkeypatch):
+    # Ctrl-C cancels the run mid-way (here: while a check waits after the account exists); the
+    # disposable account must still be deactivated on the way out.
+    import asyncio
+
+    from smoke import cli, write_checks
+    from smoke.context import Options
+
+    reached = asyncio.Event()
+
+    async def stalls(ctx):
+        reached.set()
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(write_checks, "WRITE_CHECKS", write_checks.WRITE_CHECKS[:2] + [("write.stalls", stalls)])
+    options = Options(base_url=pds.url, hostname="localhost", public_url=f"http://localhost:{pds.port}",
+                      admin_password=pds.admin_password(), write=True, timeout=10)
+    before = active_accounts(pds)
+    task = asyncio.create_task(cli.run(options))
+    async with asyncio.timeout(30):
+        await reached.wait()
+        assert active_accounts(pds) == before + 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert active_accounts(pds) == before
