@@ -47,10 +47,21 @@ async def drip(request: Request) -> Response:
     return StreamingResponse(body())
 
 
+async def set_cookie(request: Request) -> Response:
+    response = PlainTextResponse("cookie set")
+    response.set_cookie("session", "secret-of-user-a")
+    return response
+
+
+async def echo_cookie(request: Request) -> Response:
+    return PlainTextResponse(request.headers.get("cookie", ""))
+
+
 @pytest.fixture(scope="module")
 def server():
     app = Starlette(routes=[Route("/hello", hello), Route("/big", big), Route("/chunked", chunked),
-                            Route("/drip", drip)])
+                            Route("/drip", drip), Route("/set-cookie", set_cookie),
+                            Route("/echo-cookie", echo_cookie)])
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -67,6 +78,15 @@ async def test_dev_mode_allows_loopback_http(server):
     async with make_client(DEV) as client:
         r = await client.get(f"http://127.0.0.1:{server}/hello")
     assert r.status_code == 200 and r.text == f"hello from 127.0.0.1:{server}"
+
+
+async def test_cookies_from_one_upstream_are_never_sent_again(server):
+    # The client is shared by every user; a cookie one response sets must not reach later requests.
+    async with make_client(DEV) as client:
+        r = await client.get(f"http://127.0.0.1:{server}/set-cookie")
+        assert "set-cookie" in r.headers
+        r = await client.get(f"http://127.0.0.1:{server}/echo-cookie")
+    assert r.text == ""
 
 
 async def test_connects_to_checked_address_but_keeps_the_host_name(server):

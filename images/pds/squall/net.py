@@ -20,6 +20,7 @@ Redirects are off unless a caller asks; every hop goes through the same guard.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import ipaddress
 import socket
 import time
@@ -184,6 +185,9 @@ def make_client(policy: OutboundPolicy | Any, *, timeout: float = DEFAULT_TIMEOU
                                  resolve_timeout=min(timeout, 5.0))
     return httpx.AsyncClient(
         transport=transport,
+        # One client serves every user: a Set-Cookie from one upstream must never ride along on
+        # another user's request, so the jar refuses all cookies.
+        cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         follow_redirects=follow_redirects,
         max_redirects=max_redirects,
