@@ -112,19 +112,7 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
         if getattr(module, "fallback", None) is not None:
             fallback = module.fallback
 
-    @app.middleware("http")
-    async def request_log(request: Request, call_next):
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:
-            log.exception("unhandled error", extra={"path": request.url.path})
-            response = error_response(InternalServerError())
-        if request.url.path != "/xrpc/_health":
-            log.info("request", extra={"method": request.method, "path": request.url.path,
-                                       "status": response.status_code,
-                                       "ms": round((time.perf_counter() - started) * 1000, 2)})
-        return response
+    app.add_middleware(RequestLog, log=log)
 
     @app.get("/xrpc/_health")
     async def health() -> Response:
@@ -171,6 +159,47 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
             return error_response(InternalServerError())
 
     return app
+
+
+class RequestLog:
+    """Plain ASGI middleware: one log line per HTTP request (method, path, status, duration).
+
+    Not Starlette's ``@app.middleware("http")``: that wrapper ends a streamed response normally
+    even when its body fails halfway, so a client would take a truncated CAR or blob for a whole
+    one. Here an error before the response starts becomes a 500 envelope; an error after it has
+    started propagates, and the server aborts the connection.
+    """
+
+    def __init__(self, app, log: logging.Logger):
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: dict[str, int] = {}
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        path = scope.get("path", "")
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            self.log.exception("unhandled error", extra={"path": path})
+            if "code" in status:
+                raise
+            status["code"] = 500
+            await error_response(InternalServerError())(scope, receive, send)
+        finally:
+            if path != "/xrpc/_health":
+                self.log.info("request", extra={"method": scope.get("method"), "path": path,
+                                                "status": status.get("code"),
+                                                "ms": round((time.perf_counter() - started) * 1000, 2)})
 
 
 async def _admin_status(ctx: AppContext) -> dict[str, Any]:
