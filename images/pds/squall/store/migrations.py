@@ -150,7 +150,13 @@ CREATE TABLE did_cache (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+# v2: the blob garbage collector looks blobs up by temp_key and unreferenced_since on every sweep.
+_V2 = """
+CREATE INDEX blob_temp_key ON blob(temp_key) WHERE temp_key IS NOT NULL;
+CREATE INDEX blob_unreferenced ON blob(unreferenced_since) WHERE unreferenced_since IS NOT NULL;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
 LATEST = MIGRATIONS[-1][0]
 
 
