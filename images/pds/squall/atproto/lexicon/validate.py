@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import regex
 
 from ..cid import CID
 from ..errors import InvalidSyntax
@@ -45,8 +44,6 @@ from .schema import (
 
 Check = Callable[[Any], None]
 
-# \X is an extended grapheme cluster (Unicode TR29), the unit of maxGraphemes/minGraphemes.
-_GRAPHEME = regex.compile(r"\X")
 _BLOB_KEYS = frozenset({"$type", "ref", "mimeType", "size"})
 _MISSING = object()
 
@@ -67,7 +64,12 @@ def grapheme_len(text: str) -> int:
     if text.isascii():
         # In ASCII only CR LF forms a cluster of two; isascii() is O(1) in CPython.
         return len(text) - text.count("\r\n")
-    return len(_GRAPHEME.findall(text))
+    # \X is an extended grapheme cluster (Unicode TR29), the unit of maxGraphemes/minGraphemes.
+    # regex is imported on the first non-ASCII string (it is not needed to serve an idle PDS) and
+    # keeps the compiled pattern in its own cache.
+    import regex
+
+    return len(regex.findall(r"\X", text))
 
 
 class Compiler:
