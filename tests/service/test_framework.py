@@ -101,6 +101,9 @@ def test_port_precedence_and_defaults():
     assert s.did_method == "plc" and s.service_handle_domains == [".pds.example.com"]
     s, warnings = load_settings({"PDS_RATE_LIMITS_ENABLED": "true"})
     assert any("PDS_RATE_LIMITS_ENABLED" in w for w in warnings)
+    s, warnings = load_settings({"PDS_EMAIL_SMTP_URL": "smtps://user:pw@mail.example"})
+    assert any(w.startswith("PDS_EMAIL_SMTP_URL ignored: ") for w in warnings)
+    assert not any("user:pw" in w for w in warnings)  # the value (a credential) is never echoed
 
 
 def test_serve_refuses_bad_setting_with_exit_code(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -43,9 +44,17 @@ IGNORED_REFERENCE_NAMES = frozenset(
         "PDS_DISABLE_SSRF_PROTECTION",
         "PDS_FETCH_MAX_RESPONSE_SIZE",
         "PDS_HOME_URL",
-        "PDS_LOG_LEVEL",
     }
 )
+
+# Reference-distro names for features Squall does not have yet: accepted so an existing pds.env
+# still starts, with a warning that says what is missing.
+UNSUPPORTED_REFERENCE_NAMES = MappingProxyType({
+    "PDS_EMAIL_SMTP_URL": "Squall does not send e-mail yet (no confirmation or password-reset mails)",
+    "PDS_EMAIL_FROM_ADDRESS": "Squall does not send e-mail yet",
+    "PDS_MODERATION_EMAIL_SMTP_URL": "Squall does not send e-mail yet",
+    "PDS_MODERATION_EMAIL_ADDRESS": "Squall does not send e-mail yet",
+})
 
 _LOCAL_SUFFIXES = (".local", ".lan", ".home", ".internal", ".localhost", ".test")
 
@@ -115,9 +124,7 @@ class Settings(BaseModel):
     report_service_did: str | None = None
     mod_service_url: str | None = None
     mod_service_did: str | None = None
-    # Mail and server description
-    email_smtp_url: str | None = None
-    email_from_address: str | None = None
+    # Server description
     contact_email_address: str | None = None
     privacy_policy_url: str | None = None
     terms_of_service_url: str | None = None
@@ -213,6 +220,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         if name in IGNORED_REFERENCE_NAMES:
             warnings.append(f"{name} is a reference-PDS setting that Squall does not use; ignored")
             continue
+        if name in UNSUPPORTED_REFERENCE_NAMES:
+            warnings.append(f"{name} ignored: {UNSUPPORTED_REFERENCE_NAMES[name]}")
+            continue
         raise ConfigError(f"{name}: unknown setting (typo?). Known PDS_* settings: see config/pds.env.example")
     values = {known[name]: value for name, value in env.items() if name in known}
     # Empty values in an env file mean "unset", as in the reference distro's pds.env.
@@ -278,7 +288,5 @@ def _check_consistency(s: Settings, env: Mapping[str, str], warnings: list[str])
     for crawler in s.crawlers:
         if not crawler.startswith(("https://", "http://")):
             fail("PDS_CRAWLERS", f"{crawler!r} must be an http(s) URL")
-    if s.email_smtp_url and not s.email_from_address:
-        fail("PDS_EMAIL_FROM_ADDRESS", "needed when PDS_EMAIL_SMTP_URL is set")
     if s.invite_required is False and not is_local_hostname(s.hostname):
         warnings.append("PDS_INVITE_REQUIRED=false: anyone who can reach this server can create an account")
