@@ -1,21 +1,28 @@
 """Firehose benchmark (issue #5): delivery latency to many subscribers under a steady write load.
 
-    .venv/bin/python bench/firehose.py [--subscribers 100] [--rate 100] [--seconds 30] [--procs 4]
+    .venv/bin/python bench/firehose.py [--subscribers 100] [--rate 100] [--seconds 30] [--procs 2] [--deflate]
 
 Starts ``squall serve`` on a free loopback port with a temporary data directory, signs up a few
 accounts, connects the subscribers to ``com.atproto.sync.subscribeRepos`` (spread over ``--procs``
-client processes so the clients' own CBOR parsing does not become the bottleneck), then creates
-records through ``com.atproto.repo.createRecord`` at ``--rate`` commits per second for
-``--seconds``. For every ``#commit`` each subscriber receives it records the delivery latency:
-receipt time minus the event's ``time`` (set when the commit is built, so this includes the
-transaction, the fan-out and the socket). Also reported: events lost or out of order, the write
-latency seen by the writer, and the server's resident set size (target: p99 ≤ 50 ms).
+client processes; each subscriber is a lean asyncio protocol so the clients, which share the
+machine with the server, stay cheap), then creates records through
+``com.atproto.repo.createRecord`` at ``--rate`` commits per second for ``--seconds``. For every
+``#commit`` each subscriber receives it records the delivery latency: receipt time minus the
+event's ``time`` (set when the commit is built, so this includes the transaction, the fan-out and
+the socket; ``time`` has millisecond precision). Also reported: whether every subscriber got every
+commit in order, the write latency seen by the writer, CPU of the server and of the clients, and
+the server's resident set size. Target: p99 ≤ 50 ms on a 2-core machine.
+
+``--deflate`` makes the subscribers negotiate permessage-deflate (as the websockets library does by
+default), which uvicorn accepts unless ``ws_per_message_deflate=False``: the server then
+compresses every frame once per subscriber.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import multiprocessing as mp
 import os
@@ -28,6 +35,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cbor2
 import httpx
@@ -71,39 +79,128 @@ def event_epoch(value: str) -> float:
 
 
 # -- subscriber processes --------------------------------------------------------------------------
+# The subscribers share the machine with the server, so they must cost little: each is a plain
+# asyncio protocol doing the WebSocket handshake and reading unmasked server frames itself (the
+# server sends every message as one frame, uncompressed unless --deflate is given, in which case
+# the websockets client library is used instead).
 
 
-def subscriber_proc(url: str, count: int, ready, results, stop_after: float) -> None:
-    asyncio.run(_subscribers(url, count, ready, results, stop_after))
+class _Subscriber(asyncio.Protocol):
+    def __init__(self, host: str, port: int, path: str, ready, done: asyncio.Future) -> None:
+        self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        self.ready = ready
+        self.done = done
+        self.buf = bytearray()
+        self.upgraded = False
+        self.latencies: list[float] = []
+        self.seqs: list[int] = []
+        self.close_code: int | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        received = time.time()
+        self.buf += data
+        if not self.upgraded:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buf.startswith(b"HTTP/1.1 101"):
+                raise SystemExit(f"handshake refused: {bytes(self.buf[:100])!r}")
+            del self.buf[:end + 4]
+            self.upgraded = True
+            self.ready.put(1)
+        buf, pos, n = self.buf, 0, len(self.buf)
+        while n - pos >= 2:
+            opcode, length, off = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length, off = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length, off = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
+            if n - off < length:
+                break
+            payload = bytes(buf[off:off + length])
+            pos = off + length
+            if opcode == 2:
+                self.message(payload, received)
+            elif opcode == 8:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.transport.close()
+        del buf[:pos]
+
+    def message(self, payload: bytes, received: float) -> None:
+        decoder = cbor2.CBORDecoder(io.BytesIO(payload))
+        header = decoder.decode()
+        if header.get("t") != "#commit":
+            return
+        body = decoder.decode()
+        self.seqs.append(body["seq"])
+        self.latencies.append((received - event_epoch(body["time"])) * 1000)
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
 
-async def _subscribers(url: str, count: int, ready, results, stop_after: float) -> None:
+def subscriber_proc(url: str, count: int, ready, results, stop_after: float, deflate: bool) -> None:
+    asyncio.run(_subscribers(url, count, ready, results, stop_after, deflate))
+
+
+async def _subscribers(url: str, count: int, ready, results, stop_after: float, deflate: bool) -> None:
+    if deflate:
+        out = await asyncio.gather(*(_library_subscriber(url, ready, stop_after) for _ in range(count)))
+        results.put((out, os.times()))
+        return
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    subs = []
+    for _ in range(count):
+        done = loop.create_future()
+        _, sub = await loop.create_connection(
+            lambda: _Subscriber(parts.hostname, parts.port, parts.path, ready, done), parts.hostname, parts.port)
+        subs.append(sub)
+    # finished when no commit has arrived for stop_after seconds after the first one
+    last = -1
+    while True:
+        await asyncio.sleep(stop_after)
+        total = sum(len(s.seqs) for s in subs)
+        if total and total == last:
+            break
+        last = total
+    for sub in subs:
+        sub.transport.close()
+    results.put(([(s.latencies, s.seqs, s.close_code) for s in subs], os.times()))
+
+
+async def _library_subscriber(url: str, ready, stop_after: float) -> tuple[list[float], list[int], int | None]:
     import websockets
 
-    async def one() -> tuple[list[float], list[int], int | None]:
-        latencies: list[float] = []
-        seqs: list[int] = []
-        async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
-            ready.put(1)
-            try:
-                while True:
-                    message = await asyncio.wait_for(ws.recv(), timeout=stop_after)
-                    received = time.time()
-                    stream = io.BytesIO(message)
-                    decoder = cbor2.CBORDecoder(stream)
-                    header = decoder.decode()
-                    body = decoder.decode()
-                    if header.get("t") != "#commit":
-                        continue
-                    seqs.append(body["seq"])
-                    latencies.append((received - event_epoch(body["time"])) * 1000)
-            except (asyncio.TimeoutError, websockets.ConnectionClosed):
-                pass
-            return latencies, seqs, ws.close_code
-
-    tasks = [asyncio.create_task(one()) for _ in range(count)]
-    out = await asyncio.gather(*tasks)
-    results.put(out)
+    latencies: list[float] = []
+    seqs: list[int] = []
+    async with websockets.connect(url, max_size=None, ping_interval=None, compression="deflate") as ws:
+        ready.put(1)
+        try:
+            while True:
+                message = await asyncio.wait_for(ws.recv(), timeout=stop_after * (1 if seqs else 20))
+                received = time.time()
+                decoder = cbor2.CBORDecoder(io.BytesIO(message))
+                if decoder.decode().get("t") != "#commit":
+                    continue
+                body = decoder.decode()
+                seqs.append(body["seq"])
+                latencies.append((received - event_epoch(body["time"])) * 1000)
+        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+            pass
+        return latencies, seqs, ws.close_code
 
 
 # -- writer ----------------------------------------------------------------------------------------
@@ -157,8 +254,10 @@ def main() -> int:
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=100.0, help="commits per second")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--procs", type=int, default=4, help="client processes for the subscribers")
+    parser.add_argument("--procs", type=int, default=2, help="client processes for the subscribers")
     parser.add_argument("--accounts", type=int, default=4)
+    parser.add_argument("--deflate", action="store_true",
+                        help="subscribers negotiate permessage-deflate (websockets client library)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="squall-bench-firehose-"))
@@ -187,7 +286,7 @@ def main() -> int:
         ready, results = ctx.Queue(), ctx.Queue()
         url = base.replace("http://", "ws://") + PATH
         per = [args.subscribers // args.procs + (1 if i < args.subscribers % args.procs else 0) for i in range(args.procs)]
-        procs = [ctx.Process(target=subscriber_proc, args=(url, n, ready, results, 5.0)) for n in per if n]
+        procs = [ctx.Process(target=subscriber_proc, args=(url, n, ready, results, 3.0, args.deflate)) for n in per if n]
         for p in procs:
             p.start()
         for _ in range(args.subscribers):
@@ -211,7 +310,12 @@ def main() -> int:
 
         load = asyncio.run(run_load())
         cpu_after = server.cpu_times()
-        collected = [results.get(timeout=120) for _ in procs]
+        collected = []
+        client_cpu = 0.0
+        for _ in procs:
+            batch, times = results.get(timeout=120)
+            collected.append(batch)
+            client_cpu += times.user + times.system
         for p in procs:
             p.join(timeout=30)
         rss_end = server.memory_info().rss
@@ -238,6 +342,7 @@ def main() -> int:
               f"(target p99 ≤ {P99_TARGET_MS:.0f} ms: {'met' if p99 <= P99_TARGET_MS else 'NOT met'})")
         print(f"  server CPU during the load: {cpu:.1f} s over {load['elapsed']:.1f} s "
               f"({100 * cpu / load['elapsed']:.0f}% of one core)")
+        print(f"  subscriber processes' CPU (whole run): {client_cpu:.1f} s")
         print(f"  server RSS: idle {rss_idle / 2**20:.1f} MB, with subscribers {rss_connected / 2**20:.1f} MB, "
               f"peak {peak[0] / 2**20:.1f} MB, end {rss_end / 2**20:.1f} MB")
         return 0
