@@ -260,3 +260,24 @@ def test_periodic_reannounce_without_writes(tmp_path):
         env = {"PDS_CRAWLERS": relay.url, "SQUALL_FIREHOSE_CRAWL_REANNOUNCE_SECONDS": "0.5"}
         with PdsProcess(tmp_path / "data", env_extra=env):
             assert wait_for(lambda: len(relay.requests) >= 4, timeout=5)
+
+
+# -- tuning knobs -----------------------------------------------------------------------------------
+
+
+def test_tuning_variables_are_checked_and_named():
+    from squall.firehose.options import FirehoseOptions, OptionsError
+
+    opts = FirehoseOptions.from_env({"SQUALL_FIREHOSE_QUEUE_FRAMES": "7", "SQUALL_FIREHOSE_PING_SECONDS": "0"})
+    assert opts.queue_frames == 7 and opts.ping_seconds == 0 and opts.crawl_min_seconds == 1200
+    for name, value in (("SQUALL_FIREHOSE_QUEUE_FRAMES", "1.5"), ("SQUALL_FIREHOSE_QUEUE_FRAMES", "0"),
+                        ("SQUALL_FIREHOSE_POLL_SECONDS", "soon"), ("SQUALL_FIREHOSE_DRAIN_SECONDS", "-1")):
+        with pytest.raises(OptionsError, match=name):
+            FirehoseOptions.from_env({name: value})
+
+
+def test_bad_tuning_variable_stops_the_start(tmp_path):
+    pds = PdsProcess(tmp_path / "data", env_extra={"SQUALL_FIREHOSE_QUEUE_FRAMES": "lots"})
+    with pytest.raises(RuntimeError) as err:
+        pds.start(timeout=15)
+    assert "SQUALL_FIREHOSE_QUEUE_FRAMES" in str(err.value)

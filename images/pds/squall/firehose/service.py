@@ -202,6 +202,11 @@ class Firehose:
 
     async def _pump(self) -> None:
         page = self.options.page_size
+        if not self._live:
+            # Nobody to offer frames to: skip decoding and framing; a subscriber arriving later
+            # replays from the database.
+            self.last_seq = max(self.last_seq, await self.current_seq())
+            return
         while True:
             rows = await self.db.fetchall(_ROW_SQL, (self.last_seq, page))
             for row in rows:
