@@ -134,7 +134,10 @@ class RawSubscriber:
         request = self.protocol.connect()
         self.protocol.send_request(request)
         self._flush()
-        while not isinstance(self.protocol.handshake_exc, Exception) and self.protocol.state.name == "CONNECTING":
+        deadline = _now() + timeout
+        while self.protocol.handshake_exc is None and self.protocol.state.name == "CONNECTING":
+            if _now() > deadline or self.eof:
+                raise TimeoutError(f"no WebSocket handshake from {self.url}")
             self._read_once()
         if self.protocol.handshake_exc is not None:
             raise self.protocol.handshake_exc
