@@ -7,13 +7,12 @@ variables, outside the ``PDS_*`` namespace that ``squall.config`` checks against
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Mapping
 
+from ..tuning import TuningError, read_tuning
 
-class OptionsError(ValueError):
-    """A SQUALL_BLOBS_* variable that is not a usable number; the message names it."""
+OptionsError = TuningError  # the name callers and tests know
 
 
 MAX_GC_INTERVAL = 600.0
@@ -36,19 +35,4 @@ class BlobOptions:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "BlobOptions":
-        env = os.environ if environ is None else environ
-        values: dict[str, float | int] = {}
-        for f in fields(cls):
-            name = "SQUALL_BLOBS_" + f.name.upper()
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                continue
-            kind = int if f.type in (int, "int") else float
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise OptionsError(f"{name}: {raw!r} is not a {'whole ' if kind is int else ''}number") from None
-            if value < 0 or (value == 0 and kind is int):
-                raise OptionsError(f"{name}: must be greater than zero")
-            values[f.name] = value
-        return cls(**values)  # type: ignore[arg-type]
+        return read_tuning(cls, "SQUALL_BLOBS_", environ, zero_allowed=frozenset({"gc_interval_seconds"}))

@@ -8,13 +8,12 @@ tests can shrink intervals; they are read from ``SQUALL_FIREHOSE_*`` variables, 
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Mapping
 
+from ..tuning import TuningError, read_tuning
 
-class OptionsError(ValueError):
-    """A SQUALL_FIREHOSE_* variable that is not a usable number; the message names it."""
+OptionsError = TuningError  # the name callers and tests know
 
 
 @dataclass(frozen=True)
@@ -43,19 +42,4 @@ class FirehoseOptions:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "FirehoseOptions":
-        env = os.environ if environ is None else environ
-        values: dict[str, float | int] = {}
-        for f in fields(cls):
-            name = "SQUALL_FIREHOSE_" + f.name.upper()
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                continue
-            kind = int if f.type in (int, "int") else float
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise OptionsError(f"{name}: {raw!r} is not a {'whole ' if kind is int else ''}number") from None
-            if value < 0 or (value == 0 and f.name not in ("ping_seconds",)):
-                raise OptionsError(f"{name}: must be greater than zero")
-            values[f.name] = value
-        return cls(**values)  # type: ignore[arg-type]
+        return read_tuning(cls, "SQUALL_FIREHOSE_", environ, zero_allowed=frozenset({"ping_seconds"}))
