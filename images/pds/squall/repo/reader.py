@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from weakref import WeakSet
 
 from ..atproto import dagcbor, datamodel
 from ..atproto.cid import CID
@@ -43,22 +44,61 @@ async def get_root(db: "Database", did: str) -> RepoRoot | None:
     return RepoRoot(row["cid"], row["rev"]) if row is not None else None
 
 
-async def get_record(db: "Database", did: str, collection: str, rkey: str,
-                     cid: str | None = None) -> StoredRecord | None:
+def _account_clause(identifier: str) -> tuple[str, str]:
+    if identifier.startswith("did:"):
+        return "a.did = ?", identifier
+    return "a.handle = ?", identifier.lower()
+
+
+async def active_did(db: "Database", identifier: str) -> str | None:
+    """The DID of the active local account named by a DID or handle, else None."""
+    clause, value = _account_clause(identifier)
     async with db.reader() as conn:
-        async with conn.execute(
-            "SELECT cid FROM record WHERE did = ? AND collection = ? AND rkey = ?", (did, collection, rkey)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None or (cid is not None and row[0] != cid):
-            return None
-        async with conn.execute(
-            "SELECT content FROM repo_block WHERE did = ? AND cid = ?", (did, CID.decode(row[0]).bytes)
-        ) as cur:
-            block = await cur.fetchone()
-    if block is None:
+        rows = await conn.execute_fetchall(
+            f"SELECT a.did FROM account a WHERE {clause} AND a.deactivated_at IS NULL AND a.takedown_ref IS NULL",
+            (value,))
+    return rows[0][0] if rows else None
+
+
+CID_BYTES_FUNCTION = "squall_cid_bytes"
+
+
+def _cid_bytes(text: str | None) -> bytes | None:
+    try:
+        return CID.decode(text).bytes if text is not None else None
+    except ValueError:
         return None
-    return StoredRecord(f"at://{did}/{collection}/{rkey}", row[0], record_json(bytes(block[0])))
+
+
+async def _with_cid_function(conn: Any, prepared: "WeakSet | None") -> None:
+    """Record rows name blocks by CID text, blocks are keyed by binary CID: a SQL function bridges
+    the two so a record and its block come back in one query (one thread hop instead of two)."""
+    if prepared is not None and conn in prepared:
+        return
+    await conn.create_function(CID_BYTES_FUNCTION, 1, _cid_bytes, deterministic=True)
+    if prepared is not None:
+        prepared.add(conn)
+
+
+async def get_active_record(db: "Database", identifier: str, collection: str, rkey: str,
+                            cid: str | None = None, *, prepared: "WeakSet | None" = None) -> StoredRecord | None:
+    """A record of an active local account (DID or handle), with its block, in one query.
+    ``prepared`` remembers the reader connections that already have the CID function."""
+    clause, value = _account_clause(identifier)
+    async with db.reader() as conn:
+        await _with_cid_function(conn, prepared)
+        rows = await conn.execute_fetchall(
+            "SELECT r.did, r.cid, b.content FROM account a "
+            "JOIN record r ON r.did = a.did AND r.collection = ? AND r.rkey = ? "
+            f"JOIN repo_block b ON b.did = r.did AND b.cid = {CID_BYTES_FUNCTION}(r.cid) "
+            f"WHERE {clause} AND a.deactivated_at IS NULL AND a.takedown_ref IS NULL",
+            (collection, rkey, value))
+    if not rows:
+        return None
+    did, record_cid, block = rows[0]
+    if cid is not None and record_cid != cid:
+        return None
+    return StoredRecord(f"at://{did}/{collection}/{rkey}", record_cid, record_json(bytes(block)))
 
 
 async def list_records(db: "Database", did: str, collection: str, *, limit: int, cursor: str | None,
@@ -69,7 +109,7 @@ async def list_records(db: "Database", did: str, collection: str, *, limit: int,
         where, order = "rkey > ?", "ASC"
     else:
         where, order = "rkey < ?", "DESC"
-    sql = f"SELECT rkey, cid FROM record WHERE did = ? AND collection = ?"
+    sql = "SELECT rkey, cid FROM record WHERE did = ? AND collection = ?"
     params: list[Any] = [did, collection]
     if cursor is not None:
         sql += f" AND {where}"
@@ -77,16 +117,14 @@ async def list_records(db: "Database", did: str, collection: str, *, limit: int,
     sql += f" ORDER BY rkey {order} LIMIT ?"
     params.append(limit)
     async with db.reader() as conn:
-        async with conn.execute(sql, params) as cur:
-            rows = list(await cur.fetchall())
+        rows = list(await conn.execute_fetchall(sql, params))
         if not rows:
             return []
         cids = {row[1]: CID.decode(row[1]).bytes for row in rows}
         marks = ",".join("?" * len(cids))
-        async with conn.execute(
-            f"SELECT cid, content FROM repo_block WHERE did = ? AND cid IN ({marks})", (did, *cids.values())
-        ) as cur:
-            blocks = {bytes(r[0]): bytes(r[1]) for r in await cur.fetchall()}
+        found = await conn.execute_fetchall(
+            f"SELECT cid, content FROM repo_block WHERE did = ? AND cid IN ({marks})", (did, *cids.values()))
+        blocks = {bytes(r[0]): bytes(r[1]) for r in found}
     out = []
     for rkey, cid in rows:
         block = blocks.get(cids[cid])

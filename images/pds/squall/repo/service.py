@@ -12,6 +12,7 @@ import importlib
 import inspect
 import logging
 from types import ModuleType
+from weakref import WeakSet
 from typing import Any
 
 from ..atproto.cid import CID
@@ -22,9 +23,10 @@ from ..store.db import Database
 from .prepare import Preparer, PreparedWrite
 from .writer import CommitOutcome, commit_writes
 
-# Decoded MST nodes shared by all repos' writes and proofs. A repo of 10k records has ~3k nodes;
-# each write replaces a few. Bounded so memory stays flat on a busy server.
-NODE_CACHE_SIZE = 16_384
+# Decoded MST nodes shared by all repos' writes and proofs. A repo of 10k records has ~3k nodes,
+# and writes with TID keys touch the root and the right edge; 4k nodes keep those decoded while
+# holding RSS after 10k writes under the 90 MB target (bench/repo.py: 16k nodes cost ~8 MB more).
+NODE_CACHE_SIZE = 4_096
 
 
 def _load_blob_refs(log: logging.Logger) -> ModuleType | None:
@@ -46,10 +48,12 @@ class RepoService:
         self.preparer = Preparer(self.lexicons, clock)
         self.node_cache = NodeCache(NODE_CACHE_SIZE)
         self.blob_refs = blob_refs if blob_refs is not None else _load_blob_refs(log)
+        self._keypairs: dict = {}  # parsed signing keys, only touched on the writer thread
+        self.prepared_readers: WeakSet = WeakSet()  # reader connections with the CID SQL function
 
     async def apply(self, did: str, writes: list[PreparedWrite], swap_commit: CID | None = None) -> CommitOutcome:
         outcome = await self.db.write(commit_writes, did, writes, swap_commit, self.clock, self.node_cache,
-                                      self.blob_refs)
+                                      self.blob_refs, self._keypairs)
         if outcome.commit_cid is not None:
             await self._after_commit(outcome)
         return outcome

@@ -60,8 +60,22 @@ def check_account_row(row: Any) -> None:
         raise AuthRequired("Account is deactivated", "AccountDeactivated")
 
 
-def _keypair(alg: str, raw: bytes):
-    return (Secp256k1Keypair if alg == "ES256K" else P256Keypair).from_private_bytes(raw)
+MAX_CACHED_KEYPAIRS = 1024
+
+
+def _keypair(alg: str, raw: bytes, cache: dict | None):
+    # Parsing a private key costs about as much as the signature itself; keep the parsed ones,
+    # keyed by the stored bytes so a rotated key is never served stale.
+    if cache is not None:
+        keypair = cache.get((alg, raw))
+        if keypair is not None:
+            return keypair
+    keypair = (Secp256k1Keypair if alg == "ES256K" else P256Keypair).from_private_bytes(raw)
+    if cache is not None:
+        if len(cache) >= MAX_CACHED_KEYPAIRS:
+            cache.clear()
+        cache[(alg, raw)] = keypair
+    return keypair
 
 
 def _check_swap(w: PreparedWrite, action: str, current: CID | None) -> None:
@@ -85,6 +99,7 @@ def commit_writes(
     clock: TidClock,
     node_cache: NodeCache | None,
     blob_refs: ModuleType | None,
+    keypairs: dict | None = None,
 ) -> CommitOutcome:
     account = conn.execute(
         "SELECT signing_key_alg, signing_key, deactivated_at, takedown_ref FROM account WHERE did = ?", (did,)
@@ -131,7 +146,7 @@ def commit_writes(
     if rev <= root["rev"]:
         clock.observe(root["rev"])
         rev = clock.next_tid()
-    keypair = _keypair(account["signing_key_alg"], bytes(account["signing_key"]))
+    keypair = _keypair(account["signing_key_alg"], bytes(account["signing_key"]), keypairs)
     try:
         result = apply_writes(
             SqliteBlockStore(conn, did), current_commit,

@@ -53,9 +53,12 @@ async def find_account(req: XrpcRequest, identifier: str) -> Account | None:
 
 
 async def _writer_did(req: XrpcRequest) -> str:
-    """The repo being written: it must be the caller's own, and active (checked again inside the
-    write transaction, where it counts)."""
+    """The repo being written: it must be the caller's own. Whether the account exists and is
+    active is checked inside the write transaction, where it counts (AccountNotFound,
+    AccountTakedown, AccountDeactivated), so the caller's own DID costs no lookup here."""
     identifier = _identifier(req.field("repo", str), "Input/repo")
+    if identifier == req.did:
+        return identifier
     account = await find_account(req, identifier)
     check_account_row(None if account is None else {"takedown_ref": account.takedown_ref,
                                                     "deactivated_at": account.deactivated_at})
@@ -171,10 +174,7 @@ async def apply_writes(req: XrpcRequest) -> dict[str, Any]:
 
 async def _readable_did(req: XrpcRequest, identifier: str) -> str | None:
     """The DID of an active local account (the reference's getDidForActor), else None."""
-    account = await find_account(req, identifier)
-    if account is None or not account.active:
-        return None
-    return account.did
+    return await reader.active_did(req.ctx.db, identifier)
 
 
 async def get_record(req: XrpcRequest) -> dict[str, Any]:
@@ -184,12 +184,10 @@ async def get_record(req: XrpcRequest) -> dict[str, Any]:
     cid = req.str_param("cid")
     if cid is not None:
         cid = str(parse_cid(cid, "Params/cid"))
-    did = await _readable_did(req, repo)
-    if did is None:
-        raise InvalidRequest(f"Could not locate record: at://{repo}/{collection}/{rkey}", "RecordNotFound")
-    record = await reader.get_record(req.ctx.db, did, collection, rkey, cid)
+    record = await reader.get_active_record(req.ctx.db, repo, collection, rkey, cid,
+                                            prepared=_service(req).prepared_readers)
     if record is None:
-        raise InvalidRequest(f"Could not locate record: at://{did}/{collection}/{rkey}", "RecordNotFound")
+        raise InvalidRequest(f"Could not locate record: at://{repo}/{collection}/{rkey}", "RecordNotFound")
     return record.view()
 
 
