@@ -445,3 +445,44 @@ def test_the_repo_verifies_after_every_kind_of_write(c, alice):
             cursor = page["cursor"]
     assert repo.records == expected
     assert len(expected) > 200
+
+
+def test_a_record_referencing_a_blob_never_uploaded_rolls_the_whole_write_back(pds, c, alice):
+    before = repo_state(pds, alice.did)
+    ghost = str(CID.from_block(b"never uploaded", 0x55))
+    record = {**post("with a ghost image"), "embed": {"$type": "app.bsky.embed.images", "images": [
+        {"alt": "", "image": {"$type": "blob", "ref": {"$link": ghost}, "mimeType": "image/png", "size": 14}}]}}
+    r = c.post(APPLY, headers=alice.headers, json={"repo": alice.did, "writes": [
+        {"$type": "com.atproto.repo.applyWrites#create", "collection": "com.example.item", "rkey": "before-ghost",
+         "value": {"n": 1}},
+        {"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": record}]})
+    assert r.status_code == 400, r.text
+    assert ghost in r.json()["message"] or "blob" in r.json()["message"].lower()
+    assert repo_state(pds, alice.did) == before
+    assert db_rows(pds, "SELECT COUNT(*) AS n FROM record_blob WHERE did = ?", (alice.did,))[0]["n"] == 0
+
+
+def test_concurrent_writes_to_one_repo_all_land_in_one_chain(pds, alice):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(i: int) -> dict:
+        with pds.client() as client:
+            r = client.post(CREATE, headers=alice.headers, json={
+                "repo": alice.did, "collection": "com.example.parallel", "rkey": f"p{i:02d}", "record": {"i": i}})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(write, range(24)))
+    revs = sorted(r["commit"]["rev"] for r in results)
+    assert len(set(revs)) == 24
+    with pds.client() as client:
+        repo = verified(client, alice)
+    for i, res in enumerate(results):
+        assert repo.records[f"com.example.parallel/p{i:02d}"] == CID.decode(res["cid"])
+    # every commit's event names the previous one's rev as `since`: one unbroken chain
+    events = [dagcbor.decode(r["event"]) for r in db_rows(
+        pds, "SELECT event FROM repo_seq WHERE did = ? AND event_type = 'commit' ORDER BY seq", (alice.did,))]
+    for prev, nxt in zip(events, events[1:]):
+        assert nxt["since"] == prev["rev"] and nxt["prevData"] == dagcbor.decode(
+            read_car(prev["blocks"])[1][prev["commit"]])["data"]
