@@ -28,7 +28,7 @@ async def test_v1_database_is_upgraded_in_place(tmp_path):
         row = await db.fetchone("SELECT did, temp_key FROM blob")
         assert tuple(row) == ("did:web:a.test", "tmp1")
         names = {r[0] for r in await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"blob_temp_key", "blob_unreferenced"} <= names
+        assert {"blob_temp_key", "blob_unreferenced", "record_cid"} <= names
         meta = await db.fetchone("SELECT value FROM squall_meta WHERE key = 'pds_version'")
         assert meta[0] == "test"
     finally:

@@ -156,7 +156,12 @@ CREATE INDEX blob_temp_key ON blob(temp_key) WHERE temp_key IS NOT NULL;
 CREATE INDEX blob_unreferenced ON blob(unreferenced_since) WHERE unreferenced_since IS NOT NULL;
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+# v3: an update or delete asks whether another path of the repo still holds the old record CID.
+_V3 = """
+CREATE INDEX record_cid ON record(did, cid);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 LATEST = MIGRATIONS[-1][0]
 
 
