@@ -161,7 +161,19 @@ _V3 = """
 CREATE INDEX record_cid ON record(did, cid);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+# v4: admin takedowns of single records (hidden from repo reads), and the account-deletion tokens an
+# operator issues (``squall account delete-token``) because Squall sends no e-mail.
+_V4 = """
+ALTER TABLE record ADD COLUMN takedown_ref TEXT;
+CREATE INDEX record_takedown ON record(did) WHERE takedown_ref IS NOT NULL;
+CREATE TABLE account_delete_token (
+  did        TEXT PRIMARY KEY REFERENCES account(did) ON DELETE CASCADE,
+  token_hash TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 LATEST = MIGRATIONS[-1][0]
 
 
