@@ -41,12 +41,12 @@ def feature_modules() -> list[ModuleType]:
     """The feature modules in start order. Imported here, not at module level, to keep import light."""
     from . import firehose, identity, repo
     from .xrpc import blobs, server, sync
-    from .xrpc import preferences, proxy
+    from .xrpc import admin, preferences, proxy
     from .xrpc import repo as repo_xrpc
 
     # The firehose starts first (writers find ctx.services["firehose"]) and stops last. The proxy
     # starts after identity, which resolves the DIDs an atproto-proxy header names.
-    return [firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences]
+    return [firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences, admin]
 
 
 def build_app(settings: Settings, *, log: logging.Logger | None = None,

@@ -1,0 +1,583 @@
+"""com.atproto.admin.* and account deletion (com.atproto.server.deleteAccount, requestAccountDelete).
+
+The com.atproto.admin lexicons, with the reference PDS's semantics and error names. Every admin
+method takes the admin credential only (``Auth.ADMIN``: user tokens are refused). The rules and
+the SQL live in ``squall.accounts.takedown`` and ``squall.accounts.deletion``; the handlers here
+read and check the input and shape the output.
+
+Squall sends no e-mail, so:
+
+* ``com.atproto.admin.sendEmail`` is refused with a message saying so;
+* ``com.atproto.server.requestAccountDelete`` is refused with the way that does work: the operator
+  issues a deletion token (``squall account delete-token <handle>``, which calls the admin route
+  ``POST /xrpc/_admin/account-delete-token``) and the user passes it, with their password, to
+  ``com.atproto.server.deleteAccount``. The operator can also delete the account outright
+  (``com.atproto.admin.deleteAccount``, ``squall account delete``).
+
+Feature module: ``start`` wraps repo.getRecord / listRecords so taken-down records stay hidden
+(``squall.accounts.takedown.RecordTakedowns``); ``routes`` adds the token route.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..accounts import deletion, invites, status, takedown
+from ..accounts.events import wake_firehose
+from ..accounts.sessions import MAX_PASSWORD_LENGTH
+from ..accounts.signup import check_password, is_valid_email
+from ..accounts.store import Account, get_by_did, get_by_handle
+from ..atproto import syntax
+from ..atproto.cid import CID
+from ..atproto.errors import AtprotoError, InvalidSyntax
+from ..auth.passwords import hash_password, verify_password
+from ..identity.handles import HandleError, check_handle
+from ..identity.service import HandleChangeRefused, IdentityRejected, IdentityUnavailable
+from .dispatch import error_response, read_body_capped
+from .errors import AuthRequired, InvalidRequest, UpstreamFailure, XRPCError
+from .registry import Auth, Method
+from .request import XrpcRequest
+
+INVALID_HANDLE = "handle.invalid"
+REPO_REF = "com.atproto.admin.defs#repoRef"
+STRONG_REF = "com.atproto.repo.strongRef"
+REPO_BLOB_REF = "com.atproto.admin.defs#repoBlobRef"
+MAX_INFOS = 500
+MAX_CODES = 1000
+MAX_REF_LENGTH = 1024
+SMALL_BODY = 100_000
+TOKEN_ROUTE = "/xrpc/_admin/account-delete-token"
+
+NO_MAIL = "This PDS sends no e-mail. "
+DELETE_HOWTO = ("To delete your account, ask the operator of this server for an account-deletion "
+                "token (they run `squall account delete-token <your handle>`) and send it with your "
+                "password to com.atproto.server.deleteAccount, or ask them to delete the account.")
+
+
+# -- feature module ---------------------------------------------------------------------------------
+
+
+async def start(ctx: Any) -> None:
+    hider = takedown.RecordTakedowns(ctx.db)
+    await hider.load()
+    wrapped = hider.install(ctx.registry)
+    if len(wrapped) < 2:
+        ctx.log.warning("taken-down records are not hidden: repo read methods are not registered",
+                        extra={"wrapped": wrapped})
+    ctx.services["record_takedowns"] = hider
+
+
+async def stop(ctx: Any) -> None:
+    ctx.services.pop("record_takedowns", None)
+
+
+def routes(app: Any, get_ctx: Callable[[], Any]) -> None:
+    @app.post(TOKEN_ROUTE)
+    async def account_delete_token(request: Request) -> Response:
+        ctx = get_ctx()
+        try:
+            await ctx.verifier.verify(Auth.ADMIN, request.headers.get("authorization"))
+            body = _json_object(await read_body_capped(request, 4096))
+            did = _did(body.get("did"), "Input/did")
+            token, expires_at = await ctx.db.write(deletion.issue_token, did)
+        except XRPCError as err:
+            return error_response(err)
+        account = await get_by_did(ctx.db, did)
+        ctx.log.info("account deletion token issued", extra={"did": did})
+        return JSONResponse({"did": did, "handle": account.handle if account else None, "token": token,
+                             "expiresAt": _iso(expires_at)})
+
+
+def _iso(unix: int) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("Request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    return value
+
+
+# -- input helpers ------------------------------------------------------------------------------------
+
+
+def _did(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where} must be a string" if value is not None else f"{where} is required")
+    try:
+        syntax.ensure_valid_did(value)
+    except InvalidSyntax as exc:
+        raise InvalidRequest(f"{where} must be a valid did: {exc}") from None
+    return value
+
+
+def _did_field(req: XrpcRequest, name: str) -> str:
+    return _did(req.field(name, str), f"Input/{name}")
+
+
+def _did_param(req: XrpcRequest, name: str = "did", *, required: bool = True) -> str | None:
+    value = req.str_param(name, required=required, max_length=2048)
+    if value is None:
+        return None
+    return _did(value, f"Params/{name}")
+
+
+def _string(req: XrpcRequest, name: str, *, required: bool = True, max_length: int = 2048) -> str | None:
+    value = req.field(name, str, required=required)
+    if value is not None and len(value) > max_length:
+        raise InvalidRequest(f"Input/{name} is too long (at most {max_length} characters)")
+    return value
+
+
+def _string_list(req: XrpcRequest, name: str) -> list[str]:
+    values = req.field(name, list, required=False, default=[])
+    if len(values) > MAX_CODES:
+        raise InvalidRequest(f"Input/{name} may hold at most {MAX_CODES} items")
+    for i, v in enumerate(values):
+        if not isinstance(v, str) or len(v) > 2048:
+            raise InvalidRequest(f"Input/{name}/{i} must be a string")
+    return values
+
+
+async def _account_by_did(req: XrpcRequest, did: str) -> Account:
+    account = await get_by_did(req.ctx.db, did)
+    if account is None:
+        raise deletion.AccountNotFound(did)
+    return account
+
+
+def _status_attr(value: Any, where: str) -> takedown.Takedown | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{where} must be an object")
+    applied = value.get("applied")
+    if type(applied) is not bool:
+        raise InvalidRequest(f"{where}/applied must be a boolean")
+    ref = value.get("ref")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
+        raise InvalidRequest(f"{where}/ref must be a string of at most {MAX_REF_LENGTH} characters")
+    return takedown.Takedown(applied, ref)
+
+
+def _cid(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where} must be a CID string")
+    try:
+        return str(CID.decode(value))
+    except (AtprotoError, ValueError) as exc:
+        raise InvalidRequest(f"{where} is not a valid CID: {exc}") from None
+
+
+async def _record_path(req: XrpcRequest, uri: Any, where: str) -> tuple[str, str, str]:
+    """(did, collection, rkey) of a record at-uri; a handle authority must be a local account's."""
+    if not isinstance(uri, str):
+        raise InvalidRequest(f"{where} must be an at-uri string")
+    try:
+        parsed = syntax.AtUri.parse(uri)
+    except InvalidSyntax as exc:
+        raise InvalidRequest(f"{where} must be a valid at-uri: {exc}") from None
+    if parsed.collection is None or parsed.rkey is None:
+        raise InvalidRequest(f"{where} must name a record (at://<did>/<collection>/<rkey>)")
+    did = parsed.authority
+    if not did.startswith("did:"):
+        account = await get_by_handle(req.ctx.db, syntax.normalize_handle(did))
+        if account is None:
+            raise takedown.SubjectNotFound(f"Record not found: {uri} (no local account has that handle)")
+        did = account.did
+    return did, parsed.collection, parsed.rkey
+
+
+# -- account views --------------------------------------------------------------------------------------
+
+
+def _code_view(row: sqlite3.Row, uses: dict[str, list[dict[str, str]]]) -> dict[str, Any]:
+    return {
+        "code": row["code"],
+        "available": row["available_uses"],
+        "disabled": bool(row["disabled"]),
+        "forAccount": row["for_account"],
+        "createdBy": row["created_by"],
+        "createdAt": row["created_at"],
+        "uses": uses.get(row["code"], []),
+    }
+
+
+async def _code_uses(req: XrpcRequest, codes: list[str]) -> dict[str, list[dict[str, str]]]:
+    out: dict[str, list[dict[str, str]]] = {}
+    for i in range(0, len(codes), MAX_INFOS):
+        chunk = codes[i:i + MAX_INFOS]
+        rows = await req.ctx.db.fetchall(
+            f"SELECT code, used_by, used_at FROM invite_code_use WHERE code IN ({','.join('?' * len(chunk))}) "
+            "ORDER BY used_at DESC", tuple(chunk))
+        for r in rows:
+            out.setdefault(r["code"], []).append({"usedBy": r["used_by"], "usedAt": r["used_at"]})
+    return out
+
+
+_CODE_COLUMNS = "i.code, i.available_uses, i.disabled, i.for_account, i.created_by, i.created_at"
+
+
+async def _account_views(req: XrpcRequest, dids: list[str]) -> list[dict[str, Any]]:
+    """com.atproto.admin.defs#accountView of each existing account, in the order asked."""
+    if not dids:
+        return []
+    db = req.ctx.db
+    marks = ",".join("?" * len(dids))
+    accounts = {r["did"]: r for r in await db.fetchall(
+        "SELECT did, handle, email, created_at, email_confirmed_at, deactivated_at, invites_disabled "
+        f"FROM account WHERE did IN ({marks})", tuple(dids))}
+    found = [d for d in dids if d in accounts]
+    if not found:
+        return []
+    marks = ",".join("?" * len(found))
+    owned = await db.fetchall(f"SELECT {_CODE_COLUMNS} FROM invite_code i WHERE i.for_account IN ({marks}) "
+                              "ORDER BY i.created_at, i.code", tuple(found))
+    used = await db.fetchall(f"SELECT u.used_by, {_CODE_COLUMNS} FROM invite_code_use u "
+                             f"JOIN invite_code i ON i.code = u.code WHERE u.used_by IN ({marks})", tuple(found))
+    uses = await _code_uses(req, sorted({r["code"] for r in owned} | {r["code"] for r in used}))
+    invites_of: dict[str, list[dict[str, Any]]] = {}
+    for r in owned:
+        invites_of.setdefault(r["for_account"], []).append(_code_view(r, uses))
+    invited_by = {r["used_by"]: _code_view(r, uses) for r in used}
+    views = []
+    for did in found:
+        a = accounts[did]
+        view: dict[str, Any] = {"did": did, "handle": a["handle"] or INVALID_HANDLE, "indexedAt": a["created_at"]}
+        if a["email"] is not None:
+            view["email"] = a["email"]
+        if a["email_confirmed_at"] is not None:
+            view["emailConfirmedAt"] = a["email_confirmed_at"]
+        if did in invited_by:
+            view["invitedBy"] = invited_by[did]
+        view["invites"] = invites_of.get(did, [])
+        view["invitesDisabled"] = bool(a["invites_disabled"])
+        if a["deactivated_at"] is not None:
+            view["deactivatedAt"] = a["deactivated_at"]
+        views.append(view)
+    return views
+
+
+async def get_account_info(req: XrpcRequest) -> dict[str, Any]:
+    did = _did_param(req)
+    views = await _account_views(req, [did])
+    if not views:
+        raise InvalidRequest("Account not found", "NotFound")
+    return views[0]
+
+
+async def get_account_infos(req: XrpcRequest) -> dict[str, Any]:
+    raw = req.list_param("dids", max_items=MAX_INFOS)
+    if not raw:
+        raise InvalidRequest("Error: Params must have the property \"dids\"")
+    dids = list(dict.fromkeys(_did(d, f"Params/dids/{i}") for i, d in enumerate(raw)))
+    return {"infos": await _account_views(req, dids)}
+
+
+# -- subject status ------------------------------------------------------------------------------------
+
+
+async def update_subject_status(req: XrpcRequest) -> dict[str, Any]:
+    ctx = req.ctx
+    subject = req.field("subject", dict)
+    take = _status_attr(req.body.get("takedown"), "Input/takedown")
+    deactivated = _status_attr(req.body.get("deactivated"), "Input/deactivated")
+    if take is not None and take.applied and deactivated is not None and not deactivated.applied:
+        raise InvalidRequest("Cannot activate and takedown an account at the same time")
+    kind = subject.get("$type")
+    if kind == REPO_REF:
+        did = _did(subject.get("did"), "Input/subject/did")
+
+        def run(conn: sqlite3.Connection) -> None:
+            if take is not None:
+                takedown.set_account_takedown(conn, did, take)
+            if deactivated is not None:
+                if deactivated.applied:
+                    status.deactivate(conn, did, None)
+                else:
+                    status.activate(conn, did)
+            if take is None and deactivated is None:
+                # As the reference: a bare call re-announces the account's status.
+                takedown.sequence_account_status(conn, did)
+
+        await ctx.db.write(run)
+        await wake_firehose(ctx)
+        out_subject: dict[str, Any] = {"$type": REPO_REF, "did": did}
+    elif kind == STRONG_REF:
+        did, collection, rkey = await _record_path(req, subject.get("uri"), "Input/subject/uri")
+        cid = _cid(subject.get("cid"), "Input/subject/cid")
+        out_subject = {"$type": STRONG_REF, "uri": subject["uri"], "cid": cid}
+        if take is not None:
+            await ctx.db.write(takedown.set_record_takedown, did, collection, rkey, take)
+            ctx.service("record_takedowns").note(did, collection, rkey, take.applied)
+    elif kind == REPO_BLOB_REF:
+        did = _did(subject.get("did"), "Input/subject/did")
+        cid = _cid(subject.get("cid"), "Input/subject/cid")
+        out_subject = {"$type": REPO_BLOB_REF, "did": did, "cid": cid}
+        record_uri = subject.get("recordUri")
+        if record_uri is not None:
+            await _record_path(req, record_uri, "Input/subject/recordUri")
+            out_subject["recordUri"] = record_uri
+        if take is not None:
+            await ctx.db.write(takedown.set_blob_takedown, did, cid, take)
+    else:
+        raise InvalidRequest(f"Invalid subject ($type must be one of {REPO_REF}, {STRONG_REF}, {REPO_BLOB_REF}; "
+                             f"got {kind!r})")
+    if take is not None:
+        ctx.log.info("subject status updated", extra={"subject": out_subject, "takedown": take.applied})
+    out: dict[str, Any] = {"subject": out_subject}
+    if take is not None:
+        out["takedown"] = {"applied": take.applied, **({"ref": take.ref} if take.ref else {})}
+    return out
+
+
+async def get_subject_status(req: XrpcRequest) -> dict[str, Any]:
+    db = req.ctx.db
+    did = _did_param(req, required=False)
+    uri = req.str_param("uri", max_length=syntax.MAX_AT_URI_LENGTH + 1)
+    blob = req.str_param("blob", max_length=512)
+    if blob is not None:
+        if did is None:
+            raise InvalidRequest("Must provide a did to request blob state")
+        body = await takedown.blob_status(db, did, _cid(blob, "Params/blob"))
+    elif uri is not None:
+        path = await _record_path(req, uri, "Params/uri")
+        body = await takedown.record_status(db, *path)
+    elif did is not None:
+        body = await takedown.account_status(db, did)
+    else:
+        raise InvalidRequest("No provided subject: give did, uri or did and blob")
+    if body is None:
+        raise InvalidRequest("Subject not found", "NotFound")
+    return body
+
+
+# -- account changes --------------------------------------------------------------------------------
+
+
+async def delete_account_admin(req: XrpcRequest) -> None:
+    did = _did_field(req, "did")
+    await deletion.delete(req.ctx, did)
+
+
+async def update_account_handle(req: XrpcRequest) -> None:
+    ctx = req.ctx
+    identity = ctx.service("identity")
+    did = _did_field(req, "did")
+    raw = _string(req, "handle", max_length=300)
+    try:
+        checked = check_handle(raw, list(ctx.settings.service_handle_domains), allow_reserved=True)
+    except HandleError as exc:
+        raise InvalidRequest(str(exc), exc.name) from None
+    handle = checked.handle
+    account = await _account_by_did(req, did)
+    holder = await identity.local_did_for_handle(handle)
+    if holder is not None and holder != did:
+        raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable")
+    if checked.service_domain is None and holder != did:
+        if await identity.handles.resolve(handle) != did:
+            raise InvalidRequest("External handle did not resolve to DID")
+    if account.handle != handle:
+        try:
+            await identity.update_handle(did, handle)
+        except HandleChangeRefused as exc:
+            raise InvalidRequest(str(exc)) from None
+        except IdentityRejected as exc:
+            raise UpstreamFailure(f"PLC directory refused the handle update: {exc}") from None
+        except IdentityUnavailable as exc:
+            raise UpstreamFailure(f"PLC directory is unavailable: {exc}") from None
+    try:
+        await identity.set_handle(did, handle)
+    except sqlite3.IntegrityError:
+        raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable") from None
+    except LookupError:
+        raise deletion.AccountNotFound(did) from None
+    await wake_firehose(ctx)
+    ctx.log.info("admin changed handle", extra={"did": did, "handle": handle})
+
+
+async def update_account_email(req: XrpcRequest) -> None:
+    ctx = req.ctx
+    identifier = _string(req, "account", max_length=2048)
+    try:
+        syntax.ensure_valid_at_identifier(identifier)
+    except InvalidSyntax as exc:
+        raise InvalidRequest(f"Input/account must be a handle or DID: {exc}") from None
+    email = _string(req, "email", max_length=512).strip()
+    if not is_valid_email(email):
+        raise InvalidRequest("This email address is not supported, please use a different email.")
+    if identifier.startswith("did:"):
+        account = await get_by_did(ctx.db, identifier)
+    else:
+        account = await get_by_handle(ctx.db, syntax.normalize_handle(identifier))
+    if account is None:
+        raise InvalidRequest(f"Account does not exist: {identifier}", "AccountNotFound")
+
+    def run(conn: sqlite3.Connection) -> None:
+        holder = conn.execute("SELECT did FROM account WHERE email = ?", (email,)).fetchone()
+        if holder is not None and holder[0] != account.did:
+            raise InvalidRequest(f"Email already taken: {email}")
+        conn.execute("UPDATE account SET email = ?, email_confirmed_at = NULL WHERE did = ?", (email, account.did))
+
+    await ctx.db.write(run)
+
+
+async def update_account_password(req: XrpcRequest) -> None:
+    ctx = req.ctx
+    did = _did_field(req, "did")
+    password = _string(req, "password", max_length=4096)
+    check_password(password)
+    await _account_by_did(req, did)
+    digest = await hash_password(ctx.hasher, password)
+
+    def run(conn: sqlite3.Connection) -> None:
+        if conn.execute("UPDATE account SET password_hash = ? WHERE did = ?", (digest, did)).rowcount == 0:
+            raise deletion.AccountNotFound(did)
+        # As the reference: every session of the account ends with the old password.
+        conn.execute("DELETE FROM refresh_token WHERE did = ?", (did,))
+
+    await ctx.db.write(run)
+    ctx.log.info("admin changed password", extra={"did": did})
+
+
+# -- invites ------------------------------------------------------------------------------------------
+
+
+async def disable_invite_codes(req: XrpcRequest) -> None:
+    codes = _string_list(req, "codes")
+    accounts = _string_list(req, "accounts")
+    if invites.ADMIN in accounts:
+        raise InvalidRequest("cannot disable admin invite codes")
+
+    def run(conn: sqlite3.Connection) -> None:
+        conn.executemany("UPDATE invite_code SET disabled = 1 WHERE code = ?", [(c,) for c in codes])
+        conn.executemany("UPDATE invite_code SET disabled = 1 WHERE for_account = ?", [(a,) for a in accounts])
+
+    await req.ctx.db.write(run)
+
+
+def _account_invites(disabled: bool):
+    async def handler(req: XrpcRequest) -> None:
+        did = _did_field(req, "account")
+        _string(req, "note", required=False, max_length=10_000)
+
+        def run(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("UPDATE account SET invites_disabled = ? WHERE did = ?", (int(disabled), did))
+            if cur.rowcount == 0:
+                raise deletion.AccountNotFound(did)
+
+        await req.ctx.db.write(run)
+
+    return handler
+
+
+async def get_invite_codes(req: XrpcRequest) -> dict[str, Any]:
+    sort = req.str_param("sort", default="recent", max_length=32)
+    limit = req.int_param("limit", default=100, minimum=1, maximum=500)
+    cursor = req.str_param("cursor", max_length=1024)
+    uses_sql = "(SELECT COUNT(*) FROM invite_code_use u WHERE u.code = i.code)"
+    if sort == "recent":
+        key = "i.created_at"
+    elif sort == "usage":
+        key = uses_sql
+    else:
+        raise InvalidRequest(f"unknown sort method: {sort} (use recent or usage)")
+    where, params = "", []
+    if cursor is not None:
+        primary, sep, code = cursor.partition("::")
+        if not sep or not code:
+            raise InvalidRequest("Malformed cursor")
+        value: Any = primary
+        if sort == "usage":
+            try:
+                value = int(primary, 10)
+            except ValueError:
+                raise InvalidRequest("Malformed cursor") from None
+        where = f"WHERE ({key} < ? OR ({key} = ? AND i.code < ?))"
+        params = [value, value, code]
+    rows = await req.ctx.db.fetchall(
+        f"SELECT {_CODE_COLUMNS}, {uses_sql} AS uses FROM invite_code i {where} "
+        f"ORDER BY {key} DESC, i.code DESC LIMIT ?", (*params, limit))
+    uses = await _code_uses(req, [r["code"] for r in rows])
+    out: dict[str, Any] = {"codes": [_code_view(r, uses) for r in rows]}
+    if len(rows) == limit:
+        last = rows[-1]
+        out["cursor"] = f"{last['created_at'] if sort == 'recent' else last['uses']}::{last['code']}"
+    return out
+
+
+# -- no mail ------------------------------------------------------------------------------------------
+
+
+async def send_email(req: XrpcRequest) -> dict[str, Any]:
+    _did_field(req, "recipientDid")
+    raise InvalidRequest(NO_MAIL + "Reach the account holder another way; nothing was sent.")
+
+
+async def request_account_delete(req: XrpcRequest) -> None:
+    account = await get_by_did(req.ctx.db, req.did)
+    if account is None:
+        raise InvalidRequest("account not found", "AccountNotFound")
+    raise InvalidRequest(NO_MAIL + DELETE_HOWTO)
+
+
+async def delete_account(req: XrpcRequest) -> None:
+    """com.atproto.server.deleteAccount: the account's password and its live deletion token.
+
+    The token is checked before the password: a request without a live token costs no argon2
+    hash, and the token is checked again in the deleting transaction.
+    """
+    ctx = req.ctx
+    did = _did_field(req, "did")
+    password = _string(req, "password", max_length=4096)
+    token = _string(req, "token", max_length=64)
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AuthRequired("Password too long. Consider resetting your password.")
+    account = await get_by_did(ctx.db, did)
+    if account is None:
+        raise InvalidRequest("account not found", "AccountNotFound")
+    row = await ctx.db.fetchone("SELECT token_hash, expires_at FROM account_delete_token WHERE did = ?", (did,))
+    deletion.verify_token(tuple(row) if row is not None else None, token, int(time.time()))
+    if account.password_hash is None or not await verify_password(ctx.hasher, account.password_hash, password):
+        raise AuthRequired("Invalid did or password")
+    await deletion.delete(ctx, did, token=token)
+
+
+METHODS = (
+    Method("com.atproto.admin.getAccountInfo", "query", get_account_info, Auth.ADMIN, errors=("NotFound",)),
+    Method("com.atproto.admin.getAccountInfos", "query", get_account_infos, Auth.ADMIN),
+    Method("com.atproto.admin.updateSubjectStatus", "procedure", update_subject_status, Auth.ADMIN,
+           errors=("NotFound",), max_body=SMALL_BODY),
+    Method("com.atproto.admin.getSubjectStatus", "query", get_subject_status, Auth.ADMIN, errors=("NotFound",)),
+    Method("com.atproto.admin.deleteAccount", "procedure", delete_account_admin, Auth.ADMIN,
+           errors=("AccountNotFound",), max_body=SMALL_BODY),
+    Method("com.atproto.admin.updateAccountHandle", "procedure", update_account_handle, Auth.ADMIN,
+           errors=("InvalidHandle", "HandleNotAvailable"), max_body=SMALL_BODY),
+    Method("com.atproto.admin.updateAccountEmail", "procedure", update_account_email, Auth.ADMIN,
+           max_body=SMALL_BODY),
+    Method("com.atproto.admin.updateAccountPassword", "procedure", update_account_password, Auth.ADMIN,
+           errors=("InvalidPassword",), max_body=SMALL_BODY),
+    Method("com.atproto.admin.disableInviteCodes", "procedure", disable_invite_codes, Auth.ADMIN,
+           max_body=SMALL_BODY),
+    Method("com.atproto.admin.enableAccountInvites", "procedure", _account_invites(False), Auth.ADMIN,
+           max_body=SMALL_BODY),
+    Method("com.atproto.admin.disableAccountInvites", "procedure", _account_invites(True), Auth.ADMIN,
+           max_body=SMALL_BODY),
+    Method("com.atproto.admin.getInviteCodes", "query", get_invite_codes, Auth.ADMIN),
+    Method("com.atproto.admin.sendEmail", "procedure", send_email, Auth.ADMIN, max_body=SMALL_BODY),
+    Method("com.atproto.server.requestAccountDelete", "procedure", request_account_delete, Auth.FULL,
+           input=None, max_body=SMALL_BODY),
+    Method("com.atproto.server.deleteAccount", "procedure", delete_account, Auth.NONE,
+           errors=("ExpiredToken", "InvalidToken"), max_body=SMALL_BODY),
+)
