@@ -70,11 +70,12 @@ def _admin_target() -> tuple[str, str]:
 
 
 def _xrpc(base: str, nsid: str, *, body: dict | None = None, auth: tuple[str, str] | None = None,
-          method: str = "POST") -> dict:
+          method: str = "POST", params: dict | None = None) -> dict:
     import httpx
 
     try:
-        response = httpx.request(method, f"{base}/xrpc/{nsid}", json=body, auth=auth, timeout=30.0)
+        response = httpx.request(method, f"{base}/xrpc/{nsid}", json=body, auth=auth, params=params,
+                                 timeout=30.0)
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the PDS at {base}: {exc}") from None
     try:
@@ -117,6 +118,60 @@ def _account_create(args: argparse.Namespace) -> int:
     print(f"handle:   {created['handle']}")
     if not args.password:
         print(f"password: {password}   (shown once; keep it safe)")
+    return 0
+
+
+def _resolve_account(base: str, identifier: str) -> str:
+    """The DID of a local account named by DID or handle."""
+    ident = identifier.strip()
+    if ident.startswith("did:"):
+        return ident
+    try:
+        data = _xrpc(base, "com.atproto.identity.resolveHandle", method="GET", params={"handle": ident.lower()})
+    except CliError as exc:
+        raise CliError(f"no account with handle {ident!r} on this PDS ({exc})") from None
+    return data["did"]
+
+
+def _account_delete(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    did = _resolve_account(base, args.account)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError("deleting an account cannot be undone: add --yes to confirm")
+        answer = input(f"Delete {did} ({args.account}) and all its data for good? Type the DID to confirm: ")
+        if answer.strip() != did:
+            raise CliError("not confirmed; nothing was deleted")
+    _xrpc(base, "com.atproto.admin.deleteAccount", body={"did": did}, auth=("admin", password))
+    print(f"deleted:  {did}")
+    return 0
+
+
+def _account_delete_token(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    did = _resolve_account(base, args.account)
+    data = _xrpc(base, "_admin/account-delete-token", body={"did": did}, auth=("admin", password))
+    print(f"did:      {data['did']}")
+    print(f"token:    {data['token']}")
+    print(f"expires:  {data['expiresAt']}")
+    return 0
+
+
+def _account_takedown(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    did = _resolve_account(base, args.account)
+    takedown: dict = {"applied": not args.reverse}
+    if args.ref and not args.reverse:
+        takedown["ref"] = args.ref
+    elif args.ref:
+        raise CliError("--ref goes with a takedown, not with --reverse")
+    _xrpc(base, "com.atproto.admin.updateSubjectStatus", auth=("admin", password),
+          body={"subject": {"$type": "com.atproto.admin.defs#repoRef", "did": did}, "takedown": takedown})
+    state = _xrpc(base, "com.atproto.admin.getSubjectStatus", method="GET", params={"did": did},
+                  auth=("admin", password))
+    ref = state.get("takedown", {}).get("ref")
+    print(f"did:      {did}")
+    print(f"takedown: {'applied (ref ' + ref + ')' if ref else 'none'}")
     return 0
 
 
@@ -163,6 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("handle", help="full handle, or a bare name to use the first handle domain")
     create.add_argument("--password", help="the account password (default: generate and print one)")
     create.set_defaults(func=_operator(_account_create))
+    delete = account_sub.add_parser("delete", help="delete an account and all its data (cannot be undone)")
+    delete.add_argument("account", help="DID or handle")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(func=_operator(_account_delete))
+    delete_token = account_sub.add_parser(
+        "delete-token", help="issue a token the account holder can delete their own account with "
+                             "(com.atproto.server.deleteAccount; Squall sends no e-mail)")
+    delete_token.add_argument("account", help="DID or handle")
+    delete_token.set_defaults(func=_operator(_account_delete_token))
+    takedown = account_sub.add_parser("takedown", help="take an account down (or --reverse it)")
+    takedown.add_argument("account", help="DID or handle")
+    takedown.add_argument("--ref", help="your reference for the takedown (default: the current time)")
+    takedown.add_argument("--reverse", action="store_true", help="reverse the takedown")
+    takedown.set_defaults(func=_operator(_account_takedown))
 
     invite = sub.add_parser("invite", help="manage invite codes on the running PDS")
     invite_sub = invite.add_subparsers(dest="invite_command", required=True)
