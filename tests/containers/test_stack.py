@@ -118,3 +118,25 @@ def test_pds_image_has_healthcheck_and_no_volume(engine: Engine, images):
     assert not config.get("Volumes"), "a VOLUME instruction breaks Railway"
     script = (ROOT / "images/pds/healthcheck.py").read_text()
     assert "/xrpc/_health" in script and re.search(r'"PORT"', script)
+
+
+def test_smoke_suite_passes_through_caddy(lan_stack: RunningStack):
+    """The black-box smoke checks (read and write: account, image post, firehose over wss, signed
+    repo) against the stack, as an operator would run them after `docker compose up -d`."""
+    import subprocess
+    import sys
+
+    stack = lan_stack.stack
+    password = stack.read_file("pds", "/data/secrets/admin_password").decode().strip()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "smoke", "--base-url", lan_stack.base_url, "--ca-cert", str(lan_stack.ca_file),
+             "--hostname", "localhost", "--public-url", "https://localhost", "--admin-password", password, "--write", "--json", "--timeout", "20"],
+            capture_output=True, text=True, timeout=240, cwd=ROOT)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"smoke did not finish: {exc.stdout}") from None
+    report = json.loads(proc.stdout)
+    failed = [c for c in report["checks"] if c["status"].lower() == "fail"]
+    assert proc.returncode == 0 and not failed, failed or proc.stderr
+    passed = {c["name"] for c in report["checks"] if c["status"].lower() == "pass"}
+    assert {"health", "tls-check", "write.image-post", "write.firehose-commit", "write.repo-car"} <= passed, passed
