@@ -72,8 +72,11 @@ else
 fi
 export PDS_HOSTNAME="$host" SQUALL_SITES="$sites"
 
+config="/etc/caddy/Caddyfile.$profile"
 say "profile $profile for $sites"
-if [ "$#" -gt 0 ]; then
-    exec "$@"
-fi
-exec caddy run --config "/etc/caddy/Caddyfile.$profile" --adapter caddyfile
+case "${1:-}" in
+    "") exec caddy run --config "$config" --adapter caddyfile ;;
+    # The JSON Caddy would run, for checking a setup: docker compose run --rm proxy print-config
+    print-config) exec caddy adapt --config "$config" --adapter caddyfile --pretty ;;
+    *) exec "$@" ;;
+esac

@@ -89,7 +89,8 @@ def test_operator_creates_the_first_account_with_compose_exec(primary: RunningSt
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     did, handle = fields["did"].strip(), fields["handle"].strip()
     password = fields["password"].split()[0]
-    assert handle == "alice.localhost" and did.startswith("did:")
+    # No configuration, nothing published to the PLC directory: a did:web under localhost.
+    assert handle == "alice.localhost" and did == "did:web:alice.localhost"
     with primary.client() as http:
         session = http.post("/xrpc/com.atproto.server.createSession",
                             json={"identifier": handle, "password": password})
