@@ -251,7 +251,7 @@ def test_proxying_needs_an_access_token(world, c, user):
     assert world["appview"].requests() == [] and other.requests() == []
 
 
-@pytest.mark.parametrize("nsid", ["com.atproto.admin.sendEmail", "com.atproto.server.requestemailupdate",
+@pytest.mark.parametrize("nsid", ["com.atproto.server.requestEmailConfirmation", "com.atproto.server.requestemailupdate",
                                   "COM.ATPROTO.IDENTITY.signPlcOperation"])
 def test_protected_methods_are_never_proxied(world, c, user, nsid):
     other = world["other"]

@@ -93,9 +93,6 @@ async def delete(ctx: "AppContext", did: str, *, token: str | None = None) -> De
     else:
         deleted = await ctx.db.write(delete_with_token, did, token)
     await events.wake_firehose(ctx)
-    takedowns = ctx.services.get("record_takedowns")
-    if takedowns is not None:
-        takedowns.forget_account(did)
     ctx.log.info("account deleted", extra={"did": did, "handle": deleted.handle, "records": deleted.records,
                                            "blobs": deleted.blobs, "seq": deleted.seq})
     return deleted

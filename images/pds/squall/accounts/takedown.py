@@ -10,7 +10,7 @@ subject's row; reversing it clears the column:
   ``#account {active: false, status: "takendown"}``; a reversal announces the account's status
   again (active, or still deactivated).
 - record: ``record.takedown_ref``; getRecord and listRecords leave the record out for everyone
-  (:class:`RecordTakedowns`). The record stays in the signed repo, as in the reference.
+  (``squall.repo.reader`` filters on the column). The record stays in the signed repo, as in the reference.
 - blob: ``blob.takedown_ref``; getBlob answers BlobNotFound, a re-upload is refused and the
   garbage collector keeps the row.
 
@@ -20,8 +20,8 @@ Writers take the writer's ``sqlite3.Connection`` and run inside the caller's ``D
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..store.sequencer import now_iso
 from ..xrpc.errors import InvalidRequest
@@ -30,8 +30,6 @@ from .store import get_by_did_sync
 
 if TYPE_CHECKING:
     from ..store.db import Database
-    from ..xrpc.registry import Registry
-    from ..xrpc.request import XrpcRequest
 
 
 class SubjectNotFound(InvalidRequest):
@@ -141,92 +139,3 @@ async def blob_status(db: "Database", did: str, cid: str) -> dict[str, Any] | No
 
 
 # -- hiding taken-down records from repo reads ---------------------------------------------------
-
-
-GET_RECORD = "com.atproto.repo.getRecord"
-LIST_RECORDS = "com.atproto.repo.listRecords"
-
-Handler = Callable[["XrpcRequest"], Awaitable[Any]]
-
-
-class RecordTakedowns:
-    """Keeps taken-down records out of com.atproto.repo.getRecord and listRecords.
-
-    The record reader (``squall.repo.reader``) does not look at ``record.takedown_ref``, so the two
-    handlers are wrapped: their answer is filtered against the set of taken-down record paths,
-    kept in memory (loaded at start, updated by every record takedown). The database stays the
-    source of truth: a path found in the set is checked against its row before it is hidden, so
-    a record deleted and written again under the same key is not hidden by a stale entry. With
-    no record taken down — the common case — the wrappers cost one set lookup.
-    """
-
-    def __init__(self, db: "Database") -> None:
-        self.db = db
-        self._paths: set[tuple[str, str, str]] = set()
-
-    async def load(self) -> None:
-        rows = await self.db.fetchall("SELECT did, collection, rkey FROM record WHERE takedown_ref IS NOT NULL")
-        self._paths = {(r["did"], r["collection"], r["rkey"]) for r in rows}
-
-    def note(self, did: str, collection: str, rkey: str, taken_down: bool) -> None:
-        if taken_down:
-            self._paths.add((did, collection, rkey))
-        else:
-            self._paths.discard((did, collection, rkey))
-
-    def forget_account(self, did: str) -> None:
-        self._paths = {p for p in self._paths if p[0] != did}
-
-    async def _hidden(self, did: str, collection: str, rkey: str) -> bool:
-        path = (did, collection, rkey)
-        if path not in self._paths:
-            return False
-        row = await self.db.fetchone(
-            "SELECT takedown_ref FROM record WHERE did = ? AND collection = ? AND rkey = ?", path)
-        if row is None or row["takedown_ref"] is None:
-            self._paths.discard(path)
-            return False
-        return True
-
-    async def _filter_view(self, view: dict[str, Any]) -> bool:
-        """Is the record view ``{uri, cid, value}`` taken down?"""
-        uri = view.get("uri")
-        if not self._paths or not isinstance(uri, str):
-            return False
-        did, _, rest = uri[len("at://"):].partition("/")
-        collection, _, rkey = rest.partition("/")
-        return await self._hidden(did, collection, rkey)
-
-    def wrap_get_record(self, handler: Handler) -> Handler:
-        async def get_record(req: "XrpcRequest") -> Any:
-            result = await handler(req)
-            if isinstance(result, dict) and await self._filter_view(result):
-                uri = result["uri"]
-                raise InvalidRequest(f"Could not locate record: {uri}", "RecordNotFound")
-            return result
-
-        return get_record
-
-    def wrap_list_records(self, handler: Handler) -> Handler:
-        async def list_records(req: "XrpcRequest") -> Any:
-            result = await handler(req)
-            if not self._paths or not isinstance(result, dict) or not isinstance(result.get("records"), list):
-                return result
-            kept = [r for r in result["records"] if not (isinstance(r, dict) and await self._filter_view(r))]
-            # The cursor still names the last key of the page as read, so paging goes on past a
-            # hidden record (the page is just shorter).
-            return {**result, "records": kept}
-
-        return list_records
-
-    def install(self, registry: "Registry") -> list[str]:
-        """Wrap the two read handlers in ``registry``; returns the NSIDs wrapped."""
-        wrapped = []
-        for nsid, wrap in ((GET_RECORD, self.wrap_get_record), (LIST_RECORDS, self.wrap_list_records)):
-            method = registry.get(nsid)
-            if method is None:
-                continue
-            # Registry has no replace(): its table is rebuilt here for the one method.
-            registry._methods[nsid] = replace(method, handler=wrap(method.handler))
-            wrapped.append(nsid)
-        return wrapped

@@ -89,7 +89,7 @@ async def get_active_record(db: "Database", identifier: str, collection: str, rk
         await _with_cid_function(conn, prepared)
         rows = await conn.execute_fetchall(
             "SELECT r.did, r.cid, b.content FROM account a "
-            "JOIN record r ON r.did = a.did AND r.collection = ? AND r.rkey = ? "
+            "JOIN record r ON r.did = a.did AND r.collection = ? AND r.rkey = ? AND r.takedown_ref IS NULL "
             f"JOIN repo_block b ON b.did = r.did AND b.cid = {CID_BYTES_FUNCTION}(r.cid) "
             f"WHERE {clause} AND a.deactivated_at IS NULL AND a.takedown_ref IS NULL",
             (collection, rkey, value))
@@ -109,7 +109,8 @@ async def list_records(db: "Database", did: str, collection: str, *, limit: int,
         where, order = "rkey > ?", "ASC"
     else:
         where, order = "rkey < ?", "DESC"
-    sql = "SELECT rkey, cid FROM record WHERE did = ? AND collection = ?"
+    # A record taken down by the admin stays in the signed repo but is left out here.
+    sql = "SELECT rkey, cid FROM record WHERE did = ? AND collection = ? AND takedown_ref IS NULL"
     params: list[Any] = [did, collection]
     if cursor is not None:
         sql += f" AND {where}"

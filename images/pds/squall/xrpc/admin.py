@@ -14,8 +14,8 @@ Squall sends no e-mail, so:
   ``com.atproto.server.deleteAccount``. The operator can also delete the account outright
   (``com.atproto.admin.deleteAccount``, ``squall account delete``).
 
-Feature module: ``start`` wraps repo.getRecord / listRecords so taken-down records stay hidden
-(``squall.accounts.takedown.RecordTakedowns``); ``routes`` adds the token route.
+Feature module: ``routes`` adds the token route. Taken-down records are left out by the record
+reader itself (``squall.repo.reader``).
 """
 
 from __future__ import annotations
@@ -62,20 +62,6 @@ DELETE_HOWTO = ("To delete your account, ask the operator of this server for an 
 
 
 # -- feature module ---------------------------------------------------------------------------------
-
-
-async def start(ctx: Any) -> None:
-    hider = takedown.RecordTakedowns(ctx.db)
-    await hider.load()
-    wrapped = hider.install(ctx.registry)
-    if len(wrapped) < 2:
-        ctx.log.warning("taken-down records are not hidden: repo read methods are not registered",
-                        extra={"wrapped": wrapped})
-    ctx.services["record_takedowns"] = hider
-
-
-async def stop(ctx: Any) -> None:
-    ctx.services.pop("record_takedowns", None)
 
 
 def routes(app: Any, get_ctx: Callable[[], Any]) -> None:
@@ -320,7 +306,6 @@ async def update_subject_status(req: XrpcRequest) -> dict[str, Any]:
         out_subject = {"$type": STRONG_REF, "uri": subject["uri"], "cid": cid}
         if take is not None:
             await ctx.db.write(takedown.set_record_takedown, did, collection, rkey, take)
-            ctx.service("record_takedowns").note(did, collection, rkey, take.applied)
     elif kind == REPO_BLOB_REF:
         did = _did(subject.get("did"), "Input/subject/did")
         cid = _cid(subject.get("cid"), "Input/subject/cid")
