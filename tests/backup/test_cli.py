@@ -189,3 +189,37 @@ def test_sigterm_during_an_upload_aborts_cleanly(tmp_path, moto_server, bucket, 
         assert _status(data)["pending_uploads"] == []
     finally:
         proxy.close()
+
+
+def test_daemon_waits_for_the_database_of_a_first_boot(tmp_path, monkeypatch):
+    # A fresh volume: the sidecar starts before the PDS has created pds.sqlite. With run-on-start it
+    # must back up soon after the database appears, not a whole schedule period later.
+    import threading
+
+    from squall_backup import daemon
+    from squall_backup.settings import load_settings
+
+    monkeypatch.setattr(daemon, "DATABASE_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(daemon, "POLL_SECONDS", 0.1)
+    staging = tmp_path / "later"
+    data = make_data_dir(staging)
+    empty = tmp_path / "data"
+    empty.mkdir()
+    settings = load_settings({"PDS_DATA_DIRECTORY": str(empty), "BACKUP_LOCAL_DIR": str(tmp_path / "t"),
+                              "BACKUP_RUN_ON_START": "true", "BACKUP_SCHEDULE": "1h"})
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault(
+        "rc", daemon.run_daemon(settings, stop=stop, install_signals=False, max_runs=1)), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: _status(empty).get("state") == "waiting", timeout=10)
+        assert not _status(empty).get("last_success")
+        for item in data.iterdir():  # the PDS's first boot creates the volume's contents
+            item.rename(empty / item.name)
+        thread.join(timeout=30)
+        assert not thread.is_alive() and result["rc"] == 0
+        assert (_status(empty).get("last_success") or {}).get("id")
+    finally:
+        stop.set()
+        thread.join(timeout=10)

@@ -96,3 +96,10 @@ def test_schedule_interval_and_cron():
     cron = parse_schedule("15 * * * *")
     assert cron.next_after(now, now) == datetime(2026, 1, 5, 10, 15, tzinfo=timezone.utc)
     assert parse_schedule("0 3 * * 1").next_after(None, now) == datetime(2026, 1, 12, 3, 0, tzinfo=timezone.utc)
+
+
+def test_empty_values_mean_unset_like_the_pds(tmp_path):
+    # One .env serves the PDS and the sidecar; the reference pds.env leaves optional values empty.
+    s = load_settings({"PDS_DATA_DIRECTORY": str(tmp_path), "BACKUP_S3_BUCKET": "", "BACKUP_S3_ENDPOINT": "",
+                       "BACKUP_KEEP_DAILY": " ", "BACKUP_AGE_RECIPIENTS": ""})
+    assert s.s3_bucket is None and s.s3_endpoint is None and s.keep_daily == 7

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import timedelta
 
 from . import logs
 from .archive import Aborted
 from .engine import BackupFailed, Busy, Engine, utcnow
-from .manifest import format_time
+from .manifest import DATABASE_NAME, format_time
 from .schedule import parse_schedule
 
 POLL_SECONDS = 30.0
+# Before the PDS's first boot there is no database yet: look again soon rather than a whole
+# schedule period later (a fresh install with BACKUP_RUN_ON_START would otherwise wait an hour).
+DATABASE_WAIT_SECONDS = 10.0
 
 
 def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, install_signals: bool = True,
@@ -45,6 +49,12 @@ def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, i
         if delay > 0:
             # Wake up regularly: the wall clock may jump (suspend, NTP) and the wait is monotonic.
             stop.wait(min(delay, POLL_SECONDS))
+            continue
+        database = settings.data_directory / DATABASE_NAME
+        if not database.exists():
+            logs.info("daemon.waiting_for_database", path=str(database))
+            next_run = clock() + timedelta(seconds=DATABASE_WAIT_SECONDS)
+            engine.status.update(state="waiting", next_run_at=format_time(next_run))
             continue
         started = clock()
         try:

@@ -169,7 +169,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     for field in Settings.model_fields:
         name = _env_name(field)
         for key, value in env.items():
-            if key.upper() == name:
+            # An empty value means "unset", as for the PDS's PDS_* variables: one .env file serves
+            # both, and the reference distro's pds.env leaves optional values empty.
+            if key.upper() == name and value.strip() != "":
                 values[field] = value
     values.update(overrides)
     try:
