@@ -1,16 +1,16 @@
-"""Fixtures of the backup tests: a real S3 API server (moto, server mode) on a loopback port."""
+"""Fixtures of the backup tests: a real S3 API server (moto, server mode) on a loopback port and a
+fault-injecting proxy in front of it (both from tests/helpers/s3.py, shared with the PDS blob tests)."""
 
 from __future__ import annotations
 
-import itertools
 import signal
 import threading
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from .helpers import FaultProxy, make_data_dir
+from tests.helpers.s3 import FaultProxy, S3Server
+
+from .helpers import make_data_dir
 
 TEST_TIME_LIMIT = 120  # seconds; a hung test fails instead of blocking the suite
 
@@ -34,36 +34,30 @@ def _time_limit():
 
 
 @pytest.fixture(scope="session")
-def moto_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+def s3_server():
+    server = S3Server()
+    yield server
     server.stop()
 
 
-_counter = itertools.count()
+@pytest.fixture(scope="session")
+def moto_server(s3_server) -> str:
+    return s3_server.endpoint
 
 
 @pytest.fixture
-def bucket(moto_server) -> str:
-    name = f"squall-backups-{next(_counter)}"
-    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1",
-                      aws_access_key_id="testing-key-id", aws_secret_access_key="testing-secret-value-123")
-    s3.create_bucket(Bucket=name)
-    return name
+def bucket(s3_server) -> str:
+    return s3_server.new_bucket("squall-backups")
 
 
 @pytest.fixture
-def s3(moto_server):
-    return boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1",
-                        aws_access_key_id="testing-key-id", aws_secret_access_key="testing-secret-value-123")
+def s3(s3_server):
+    return s3_server.client()
 
 
 @pytest.fixture
-def proxy(moto_server):
-    host, port = moto_server.removeprefix("http://").split(":")
-    p = FaultProxy((host, int(port)))
+def proxy(s3_server):
+    p = FaultProxy(s3_server.address)
     yield p
     p.close()
 

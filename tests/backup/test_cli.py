@@ -14,9 +14,11 @@ import pytest
 from squall_backup.cli import main
 from squall_backup.crypto import generate_identity
 
-from .helpers import FaultProxy, make_data_dir, s3_env, table_rows, wait_for
+from tests.helpers.s3 import SECRET_ACCESS_KEY
 
-SECRET = "testing-secret-value-123"
+from .helpers import make_data_dir, s3_env, table_rows, wait_for
+
+SECRET = SECRET_ACCESS_KEY  # must never appear in the output
 
 
 def _env(data, **extra):
@@ -153,42 +155,37 @@ def test_daemon_runs_on_schedule_and_stops_on_sigterm(tmp_path, data_dir):
     assert [e["event"] for e in _json_lines(out)][-1] == "daemon.stopped"
 
 
-def test_sigterm_during_an_upload_aborts_cleanly(tmp_path, moto_server, bucket, s3):
+def test_sigterm_during_an_upload_aborts_cleanly(tmp_path, proxy, bucket, s3):
     data = make_data_dir(tmp_path, rows=3000, payload=3000, blobs=1)
-    host, port = moto_server.removeprefix("http://").split(":")
-    proxy = FaultProxy((host, int(port)))
+    proxy.always("hang", match=lambda m, p: m == "PUT" and ".tar.zst" in p)
+    env = _env(data, **s3_env(proxy.endpoint, bucket, BACKUP_S3_READ_TIMEOUT="3"), BACKUP_RUN_ON_START="true")
+    proc = subprocess.Popen([sys.executable, "-m", "squall_backup.cli", "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        proxy.set("hang", match=lambda m, p: m == "PUT" and ".tar.zst" in p)
-        env = _env(data, **s3_env(proxy.endpoint, bucket, BACKUP_S3_READ_TIMEOUT="3"), BACKUP_RUN_ON_START="true")
-        proc = subprocess.Popen([sys.executable, "-m", "squall_backup.cli", "run"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for(lambda: any(e[2] == "hang" for e in proxy.policy.log), timeout=30)
-            t = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
-            elapsed = time.monotonic() - t
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 0, err
-        assert elapsed < 15
-        status = _status(data)
-        assert status["state"] == "stopped" and status["last_run"]["aborted"] is True
-        pending = status["pending_uploads"]
-        assert len(pending) == 1 and (data / "backups" / "pending" / pending[0]).is_dir()
-        assert not (data / "backups" / "staging").exists() or not list((data / "backups" / "staging").iterdir())
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-        assert not [k for k in keys if "/backups/" in k]
-        # the next start uploads the kept snapshot
-        proxy.set("pass")
-        r = _cli(["now"], {**env, "BACKUP_RUN_ON_START": "false"})
-        assert r.returncode == 0, r.stderr
-        uploaded = [e["id"] for e in _json_lines(r.stdout) if e["event"] == "backup.uploaded"]
-        assert uploaded[0] == pending[0] and len(uploaded) == 2
-        assert _status(data)["pending_uploads"] == []
+        wait_for(lambda: proxy.actions("hang"), timeout=30)
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t
     finally:
-        proxy.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert elapsed < 15
+    status = _status(data)
+    assert status["state"] == "stopped" and status["last_run"]["aborted"] is True
+    pending = status["pending_uploads"]
+    assert len(pending) == 1 and (data / "backups" / "pending" / pending[0]).is_dir()
+    assert not (data / "backups" / "staging").exists() or not list((data / "backups" / "staging").iterdir())
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert not [k for k in keys if "/backups/" in k]
+    # the next start uploads the kept snapshot
+    proxy.clear()
+    r = _cli(["now"], {**env, "BACKUP_RUN_ON_START": "false"})
+    assert r.returncode == 0, r.stderr
+    uploaded = [e["id"] for e in _json_lines(r.stdout) if e["event"] == "backup.uploaded"]
+    assert uploaded[0] == pending[0] and len(uploaded) == 2
+    assert _status(data)["pending_uploads"] == []
 
 
 def test_daemon_waits_for_the_database_of_a_first_boot(tmp_path, monkeypatch):

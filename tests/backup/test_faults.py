@@ -10,7 +10,9 @@ import pytest
 
 from squall_backup.engine import BackupFailed, Engine
 
-from .helpers import free_port, make_data_dir, s3_env, settings_for
+from tests.helpers.net import free_port
+
+from .helpers import make_data_dir, s3_env, settings_for
 from .test_retention import T0, FakeClock
 
 # The failed run happens at T0, the recovering run an hour later (retention keeps one backup per hour).
@@ -58,17 +60,17 @@ def _recover(engine_factory, data, failed_id):
 def test_http_500_retries_then_records_failure_and_next_run_uploads(tmp_path, data_dir, proxy, bucket, s3):
     settings = settings_for(data_dir, **s3_env(proxy.endpoint, bucket), BACKUP_KEEP_HOURLY="10")
     engine = Engine(settings, clock=FakeClock(T0))
-    proxy.set("error", match=_archive_request)
+    proxy.always("error", match=_archive_request)
     with pytest.raises(BackupFailed, match="InternalError"):
         engine.run_once()
-    archive_attempts = [entry for entry in proxy.policy.log if _archive_request(entry[0], entry[1])]
+    archive_attempts = [entry for entry in proxy.actions() if _archive_request(entry[0], entry[1])]
     assert len(archive_attempts) == 2  # BACKUP_S3_MAX_ATTEMPTS=2: one retry, then give up
     assert "InternalError" in _status(data_dir)["last_failure"]["error"]
     failed_id = _assert_failed_and_kept(engine, data_dir, s3, bucket)
     # blobs went up before the archive failed; they are content-addressed and reused next time
     assert len([k for k in _objects(s3, bucket) if "/blobs/" in k]) == 3
 
-    proxy.set("pass")
+    proxy.clear()
     _recover(lambda: Engine(settings, clock=LATER), data_dir, failed_id)
 
 
@@ -76,11 +78,11 @@ def test_hanging_server_times_out(tmp_path, data_dir, proxy, bucket, s3):
     settings = settings_for(data_dir, **s3_env(proxy.endpoint, bucket, BACKUP_S3_READ_TIMEOUT="1"),
                             BACKUP_KEEP_HOURLY="10")
     engine = Engine(settings, clock=FakeClock(T0))
-    proxy.set("hang", match=_archive_request)
+    proxy.always("hang", match=_archive_request)
     with pytest.raises(BackupFailed, match="timeout|Read timeout|timed out"):
         engine.run_once()
     failed_id = _assert_failed_and_kept(engine, data_dir, s3, bucket)
-    proxy.set("pass")
+    proxy.clear()
     _recover(lambda: Engine(settings, clock=LATER), data_dir, failed_id)
 
 
@@ -94,14 +96,14 @@ def test_server_dies_in_the_middle_of_a_multipart_upload(tmp_path, proxy, bucket
     def part_upload(method, path):
         return method == "PUT" and "partNumber=" in path
     # the first part goes through, then the server is gone for every further part
-    proxy.set("drop", match=part_upload, pass_first=1)
+    proxy.always("drop", match=part_upload, pass_first=1)
     with pytest.raises(BackupFailed):
         engine.run_once()
-    parts = [entry for entry in proxy.policy.log if part_upload(entry[0], entry[1])]
+    parts = [entry for entry in proxy.actions() if part_upload(entry[0], entry[1])]
     assert parts[0][2] == "pass" and all(p[2] == "drop" for p in parts[1:]) and len(parts) >= 3
     failed_id = _assert_failed_and_kept(engine, data, s3, bucket)
 
-    proxy.set("pass")
+    proxy.clear()
     _recover(lambda: Engine(settings, clock=LATER), data, failed_id)
     # the archive really went up in parts
     marker = engine.target().get_marker(failed_id)

@@ -4,7 +4,11 @@
 the in-process mock). ``FaultProxy`` sits in front of it and, per request, either forwards it or
 injects a fault: an HTTP 500 (``error``), a connection closed without an answer (``drop``) or no
 answer until the client gives up (``hang``). Faults can be limited to the next N matching requests
-(so retries succeed) or be permanent (so they fail).
+(so retries succeed) or be permanent (so they fail), and can start only after the first few matching
+requests went through (a server that dies in the middle of a multipart upload).
+
+Both the PDS blob store tests and the backup sidecar tests use these, so a fault means the same thing
+for both suites.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class _Fault:
     mode: str  # "error" | "drop" | "hang"
     remaining: int | None  # None: every matching request
     match: Match | None
+    pass_first: int = 0  # matching requests that still go through before the fault starts
 
 
 @dataclass
@@ -99,12 +104,13 @@ class FaultProxy:
 
     # -- control ------------------------------------------------------------------------------------------
 
-    def fail(self, count: int, mode: str = "error", match: Match | None = None) -> None:
-        """The next ``count`` matching requests get ``mode``; later ones pass."""
-        self._set(_Fault(mode, count, match))
+    def fail(self, count: int, mode: str = "error", match: Match | None = None, *, pass_first: int = 0) -> None:
+        """The next ``count`` matching requests (after ``pass_first`` passed) get ``mode``; later ones pass."""
+        self._set(_Fault(mode, count, match, pass_first))
 
-    def always(self, mode: str = "error", match: Match | None = None) -> None:
-        self._set(_Fault(mode, None, match))
+    def always(self, mode: str = "error", match: Match | None = None, *, pass_first: int = 0) -> None:
+        """Every matching request after the first ``pass_first`` gets ``mode``."""
+        self._set(_Fault(mode, None, match, pass_first))
 
     def clear(self) -> None:
         self._set(None)
@@ -131,9 +137,12 @@ class FaultProxy:
             action = "pass"
             f = self._fault
             if f is not None and (f.match is None or f.match(method, path)) and f.remaining != 0:
-                action = f.mode
-                if f.remaining is not None:
-                    f.remaining -= 1
+                if f.pass_first > 0:
+                    f.pass_first -= 1
+                else:
+                    action = f.mode
+                    if f.remaining is not None:
+                        f.remaining -= 1
             self.log.append((method, path, action))
             return action
 
