@@ -46,7 +46,9 @@ def feature_modules() -> list[ModuleType]:
 
     # The firehose starts first (writers find ctx.services["firehose"]) and stops last. The proxy
     # starts after identity, which resolves the DIDs an atproto-proxy header names.
-    return [firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences, admin]
+    from .xrpc import migration  # account migration in (createAccount with a did lives in server)
+
+    return [firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences, admin, migration]
 
 
 def build_app(settings: Settings, *, log: logging.Logger | None = None,

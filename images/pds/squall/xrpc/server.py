@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..accounts import app_passwords, invites, sessions, signup, status
+from ..accounts import app_passwords, invites, migration, sessions, signup, status
 from ..accounts import events as account_events
 from ..accounts.memory import pin_mmap_threshold
 from ..accounts.sessions import LoginChecker, Session
@@ -126,14 +126,22 @@ async def create_account(req: XrpcRequest) -> dict[str, Any]:
     email = _string(req, "email", required=False, max_length=512)
     password = _string(req, "password", required=False, max_length=1024)
     invite_code = _string(req, "inviteCode", required=False, max_length=256)
-    for unsupported in ("did", "plcOp", "recoveryKey", "verificationCode", "verificationPhone"):
+    for unsupported in ("plcOp", "recoveryKey", "verificationCode", "verificationPhone"):
         if req.body.get(unsupported) is not None:
             raise InvalidRequest(f"Unsupported input: \"{unsupported}\" is not supported by this server")
+    did = _string(req, "did", required=False, max_length=2048)
     if email is None:
         raise InvalidRequest("Email is required")
     if password is None:
         raise InvalidRequest("Password is required", "InvalidPassword")
-    created = await signup.create_account(req.ctx, signup.SignupInput(handle, email, password, invite_code))
+    data = signup.SignupInput(handle, email, password, invite_code)
+    if did is not None:
+        # Migration in (squall.accounts.migration): an existing DID, authorised by a service-auth
+        # token from its current PDS; the account starts deactivated.
+        created = await migration.create_migrated_account(req.ctx, data, _did(did, "Input/did"),
+                                                          req.http.headers.get("authorization"))
+    else:
+        created = await signup.create_account(req.ctx, data)
     return {
         "handle": created.handle,
         "did": created.did,

@@ -1,0 +1,117 @@
+"""Account migration XRPC methods (https://atproto.com/guides/account-migration):
+com.atproto.repo.importRepo and com.atproto.identity.submitPlcOperation.
+
+createAccount with an existing ``did`` lives with the other account methods (squall.xrpc.server)
+and hands over to ``squall.accounts.migration``; activateAccount and checkAccountStatus there
+serve migrated accounts unchanged. The rules live in ``squall.accounts.migration`` and
+``squall.repo.importer``; this module reads the input, picks the caller and shapes the output.
+
+Not here: identity.requestPlcOperationSignature / signPlcOperation, with which the OLD PDS signs
+the identity update after e-mailing the user a token. Squall sends no mail; a user leaving a
+Squall PDS gets the operation signed by the operator (see the module docs of
+``squall.accounts.migration``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from starlette.requests import ClientDisconnect
+
+from ..accounts import migration
+from ..accounts.store import get_by_did
+from ..atproto.crypto import PublicKey
+from ..identity import plc
+from ..repo.importer import MAX_IMPORT_BYTES, import_repo
+from .errors import InvalidRequest, PayloadTooLarge, UpstreamFailure
+from .registry import Auth, Method
+from .request import XrpcRequest
+
+CAR_MIME = "application/vnd.ipld.car"
+
+
+async def _commit_keys(req: XrpcRequest, own_key: PublicKey) -> list[PublicKey]:
+    """The keys an imported commit may be signed with: the DID document's ``#atproto`` key (the
+    old PDS's, while the identity still points there). When the document already names this
+    account's new key (the user moved the identity before importing), the earlier ``#atproto``
+    keys of the did:plc log count too, since the commit was signed before the move."""
+    identity = req.ctx.service("identity")
+    did = req.did
+    try:
+        doc = await identity.resolve_did(did, fresh=True)
+    except Exception as exc:
+        raise UpstreamFailure(f"Could not resolve {did} to check the repository's signature: {exc}") from None
+    key = identity.signing_key_from_doc(doc) if doc is not None else None
+    if key is None:
+        raise InvalidRequest(f"The DID document of {did} has no usable #atproto signing key", "InvalidDidDoc")
+    keys = [key]
+    if key == own_key and plc.is_plc_did(did):
+        try:
+            log = await identity.plc.get_audit_log(did) or []
+        except plc.PlcUnavailable as exc:
+            raise UpstreamFailure(f"Could not read the PLC log of {did}: {exc}") from None
+        for entry in log:
+            op = entry.get("operation") if isinstance(entry, dict) else None
+            if not isinstance(op, dict) or entry.get("nullified"):
+                continue
+            if op.get("type") == plc.LEGACY_CREATE_TYPE:
+                did_key = op.get("signingKey")
+            else:
+                methods = op.get("verificationMethods")
+                did_key = methods.get("atproto") if isinstance(methods, dict) else None
+            try:
+                earlier = PublicKey.from_did_key(did_key) if isinstance(did_key, str) else None
+            except Exception:
+                earlier = None
+            if earlier is not None and earlier not in keys:
+                keys.append(earlier)
+    return keys
+
+
+async def import_repo_handler(req: XrpcRequest) -> dict[str, Any] | None:
+    ctx = req.ctx
+    ctype = req.http.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != CAR_MIME:
+        raise InvalidRequest(f"Wrong request encoding (Content-Type): expected {CAR_MIME}")
+    declared = req.http.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_size = int(declared)
+        except ValueError:
+            raise InvalidRequest("Invalid content-length") from None
+        if declared_size > MAX_IMPORT_BYTES:
+            raise PayloadTooLarge(f"Repository CAR exceeds the import limit of {MAX_IMPORT_BYTES} bytes")
+    account = await get_by_did(ctx.db, req.did)
+    if account is None:
+        raise InvalidRequest("Account not found", "AccountNotFound")
+    if account.is_takendown:
+        raise InvalidRequest("Account has been taken down", "AccountTakedown")
+    own_key = account.keypair().public_key
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in req.http.stream():
+                if chunk:
+                    yield chunk
+        except ClientDisconnect:
+            raise InvalidRequest("The upload was cut off before the whole CAR arrived; nothing was stored") from None
+
+    async def keys() -> list[PublicKey]:
+        return await _commit_keys(req, own_key)
+
+    await import_repo(ctx, req.did, body(), keys)
+    return None
+
+
+async def submit_plc_operation(req: XrpcRequest) -> None:
+    operation = req.field("operation", dict)
+    await migration.submit_plc_operation(req.ctx, req.did, operation)
+
+
+METHODS = (
+    # max_body is not used for raw input (the importer bounds the stream itself); it states the limit.
+    Method("com.atproto.repo.importRepo", "procedure", import_repo_handler, Auth.ACCESS, input="bytes",
+           max_body=MAX_IMPORT_BYTES),
+    Method("com.atproto.identity.submitPlcOperation", "procedure", submit_plc_operation, Auth.FULL,
+           max_body=100_000),
+)
