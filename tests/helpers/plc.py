@@ -186,6 +186,10 @@ class PlcDirectoryDouble:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pds_env(self) -> dict[str, str]:
+        """The settings of a PDS that creates did:plc accounts on this directory."""
+        return {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": self.url}
+
     # -- knobs ---------------------------------------------------------------------------------
 
     def fail_next(self, n: int, status: int = 500) -> None:

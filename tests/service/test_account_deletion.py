@@ -20,10 +20,10 @@ from squall.accounts import deletion
 from squall.atproto import dagcbor
 from squall.store.migrations import apply_migrations
 from squall.xrpc.errors import InvalidRequest
+from tests.helpers.accounts import PASSWORD, assert_error, bearer, create_account, db_rows, signup
 from tests.helpers.pds import PdsProcess
 from tests.helpers.plc import PlcDirectoryDouble
 from tests.helpers.relay import collect, stream_url
-from tests.service.test_accounts import PASSWORD, assert_error, bearer, db_rows, signup
 
 POST = "app.bsky.feed.post"
 # A long grace period and a sweep every second: a deleted account's blobs must go at the next
@@ -37,29 +37,8 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def pds(tmp_path_factory):
-    env = {"PDS_BLOB_GC_GRACE_SECONDS": str(GRACE), "SQUALL_BLOBS_GC_INTERVAL_SECONDS": "1"}
-    with PdsProcess(tmp_path_factory.mktemp("deletion") / "data", env_extra=env) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def c(pds):
-    with pds.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def admin(pds) -> tuple[str, str]:
-    return ("admin", pds.admin_password())
-
-
-def new_user(c: httpx.Client, prefix: str = "del") -> dict:
-    name = f"{prefix}{next(_names)}x{int(time.time() * 1000) % 100000}"
-    r = signup(c, name)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    return {**body, "headers": bearer(body["accessJwt"]), "name": name}
+def pds_env():
+    return {"PDS_BLOB_GC_GRACE_SECONDS": str(GRACE), "SQUALL_BLOBS_GC_INTERVAL_SECONDS": "1"}
 
 
 def post(c, user: dict, text: str = "hello", **extra) -> dict:
@@ -108,7 +87,7 @@ def png(n: int = 400) -> bytes:
 
 
 async def test_admin_delete_removes_everything_and_leaves_the_tombstone(pds, c, admin):
-    user = new_user(c)
+    user = create_account(c, "del")
     did, handle = user["did"], user["handle"]
     blob = upload(c, user, png())
     post(c, user, "with image", embed={"$type": "app.bsky.embed.images", "images": [{"image": blob, "alt": ""}]})
@@ -173,7 +152,7 @@ async def test_admin_delete_removes_everything_and_leaves_the_tombstone(pds, c, 
 
 
 def test_handle_is_free_again_after_deletion(pds, c, admin):
-    user = new_user(c, "again")
+    user = create_account(c, "again")
     old_record = post(c, user, "from the first account")
     assert c.post("/xrpc/com.atproto.admin.deleteAccount", json={"did": user["did"]}, auth=admin).status_code == 200
     r = signup(c, user["name"], email=f"second-{user['name']}@example.com")
@@ -195,7 +174,7 @@ def test_handle_is_free_again_after_deletion(pds, c, admin):
 
 
 def test_deleting_taken_down_and_deactivated_accounts(pds, c, admin):
-    down, off = new_user(c, "gone"), new_user(c, "gone")
+    down, off = create_account(c, "gone"), create_account(c, "gone")
     r = c.post("/xrpc/com.atproto.admin.updateSubjectStatus", auth=admin,
                json={"subject": {"$type": "com.atproto.admin.defs#repoRef", "did": down["did"]},
                      "takedown": {"applied": True}})
@@ -208,7 +187,7 @@ def test_deleting_taken_down_and_deactivated_accounts(pds, c, admin):
 
 
 def test_admin_delete_errors(c, admin):
-    user = new_user(c, "err")
+    user = create_account(c, "err")
     unknown = "did:web:nobody-here.localhost"
     assert_error(c.post("/xrpc/com.atproto.admin.deleteAccount", json={"did": unknown}, auth=admin),
                  400, "AccountNotFound")
@@ -235,7 +214,7 @@ def issue_token(c, admin, did: str) -> str:
 
 
 def test_request_account_delete_explains_how_instead_of_mailing(c):
-    user = new_user(c, "req")
+    user = create_account(c, "req")
     r = c.post("/xrpc/com.atproto.server.requestAccountDelete", headers=user["headers"])
     body = assert_error(r, 400, "InvalidRequest")
     assert "e-mail" in body["message"] and "squall account delete-token" in body["message"]
@@ -243,7 +222,7 @@ def test_request_account_delete_explains_how_instead_of_mailing(c):
 
 
 def test_self_service_delete_with_operator_token(pds, c, admin):
-    user = new_user(c, "self")
+    user = create_account(c, "self")
     did = user["did"]
     first = issue_token(c, admin, did)
     token = issue_token(c, admin, did)  # a new token replaces the earlier one
@@ -312,7 +291,7 @@ def test_tokens_expire_and_compare_loosely(tmp_path):
 
 
 def test_cli_takedown_and_reverse(pds, c):
-    user = new_user(c, "clitd")
+    user = create_account(c, "clitd")
     r = squall(pds, "account", "takedown", user["handle"], "--ref", "ticket-9")
     assert r.returncode == 0, r.stderr
     assert "ticket-9" in r.stdout and user["did"] in r.stdout
@@ -326,7 +305,7 @@ def test_cli_takedown_and_reverse(pds, c):
 
 
 def test_cli_delete_needs_confirmation(pds, c):
-    user = new_user(c, "clidel")
+    user = create_account(c, "clidel")
     r = squall(pds, "account", "delete", user["handle"])
     assert r.returncode == 1 and "--yes" in r.stderr
     assert c.get("/xrpc/com.atproto.sync.getRepo", params={"did": user["did"]}).status_code == 200
@@ -341,7 +320,7 @@ def test_cli_delete_needs_confirmation(pds, c):
 
 
 def test_cli_delete_token_lets_the_user_delete(pds, c):
-    user = new_user(c, "clitok")
+    user = create_account(c, "clitok")
     r = squall(pds, "account", "delete-token", user["handle"])
     assert r.returncode == 0, r.stderr
     fields = dict(line.split(":", 1) for line in r.stdout.strip().splitlines())
@@ -360,7 +339,7 @@ def test_did_plc_document_is_left_as_is(tmp_path):
     with PlcDirectoryDouble() as plc:
         env = {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": plc.url}
         with PdsProcess(tmp_path / "data", env_extra=env) as proc, proc.client() as c:
-            user = new_user(c, "plc")
+            user = create_account(c, "plc")
             did = user["did"]
             ops = len(plc.log(did))
             r = c.post("/xrpc/com.atproto.admin.deleteAccount", json={"did": did}, auth=("admin", proc.admin_password()))

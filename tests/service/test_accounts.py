@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from contextlib import closing
 
-import httpx
 import pytest
 
 from squall.atproto import dagcbor, mst
@@ -14,40 +11,9 @@ from squall.atproto.car import read_car
 from squall.atproto.cid import CID
 from squall.atproto.commit import decode_commit, verify_commit
 from squall.atproto.crypto import PublicKey, Secp256k1Keypair
+from tests.helpers.accounts import PASSWORD, assert_error, bearer, db_rows, signup
 from tests.helpers.pds import PdsProcess
 from tests.helpers.plc import PlcDirectoryDouble
-
-PASSWORD = "correct horse battery"
-
-
-# -- helpers shared with the other service tests ---------------------------------------------------
-
-
-def signup(c: httpx.Client, name: str, *, password: str = PASSWORD, domain: str = ".localhost",
-           invite: str | None = None, email: str | None = None) -> httpx.Response:
-    body = {"handle": f"{name}{domain}", "email": email or f"{name}@example.com", "password": password}
-    if invite is not None:
-        body["inviteCode"] = invite
-    return c.post("/xrpc/com.atproto.server.createAccount", json=body)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_error(r: httpx.Response, status: int, name: str) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["error"] == name, body
-    assert isinstance(body["message"], str) and body["message"]
-    return body
-
-
-def db_rows(pds: PdsProcess, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-    """Read the server's database from the test process (WAL lets a reader in while it runs)."""
-    with closing(sqlite3.connect(f"file:{pds.data_dir / 'pds.sqlite'}?mode=ro", uri=True)) as conn:
-        conn.row_factory = sqlite3.Row
-        return conn.execute(sql, params).fetchall()
 
 
 def account_count(pds: PdsProcess) -> int:
@@ -55,12 +21,6 @@ def account_count(pds: PdsProcess) -> int:
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pds(tmp_path_factory):
-    with PdsProcess(tmp_path_factory.mktemp("accounts") / "data") as proc:
-        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 
 import httpx
 import pytest
 
 from squall.atproto import dagcbor
+from tests.helpers.accounts import PASSWORD, assert_error, bearer, create_account, db_rows, signup
 from tests.helpers.pds import PdsProcess
-from tests.helpers.plc import PlcDirectoryDouble
-from tests.service.test_accounts import PASSWORD, assert_error, bearer, db_rows, signup
 
 ADMIN_METHODS = {
     "com.atproto.admin.getAccountInfo": "GET",
@@ -40,35 +38,8 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def plc():
-    with PlcDirectoryDouble() as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def pds(plc, tmp_path_factory):
-    env = {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": plc.url}
-    with PdsProcess(tmp_path_factory.mktemp("admin") / "data", env_extra=env) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def c(pds):
-    with pds.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def admin(pds) -> tuple[str, str]:
-    return ("admin", pds.admin_password())
-
-
-def new_user(c: httpx.Client, prefix: str = "adm", **kw) -> dict:
-    name = f"{prefix}{next(_names)}x{int(time.time() * 1000) % 100000}"
-    r = signup(c, name, **kw)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    return {**body, "headers": bearer(body["accessJwt"]), "name": name}
+def pds_env(plc):
+    return plc.pds_env()
 
 
 def status_update(c, admin, subject: dict, **attrs) -> httpx.Response:
@@ -101,7 +72,7 @@ def login(c, identifier: str, password: str = PASSWORD) -> httpx.Response:
 
 @pytest.mark.parametrize("nsid", sorted(ADMIN_METHODS))
 def test_admin_methods_refuse_anonymous_users_and_wrong_passwords(c, admin, nsid):
-    user = new_user(c, "who")
+    user = create_account(c, "who")
     method = ADMIN_METHODS[nsid]
     for headers, auth in (({}, None), (user["headers"], None), ({}, ("admin", "wrong-password")),
                           ({}, (user["handle"], PASSWORD))):
@@ -115,7 +86,7 @@ def test_admin_methods_refuse_anonymous_users_and_wrong_passwords(c, admin, nsid
 
 
 def test_delete_token_route_is_admin_only(pds, c):
-    user = new_user(c, "tok")
+    user = create_account(c, "tok")
     for headers in ({}, user["headers"]):
         r = c.post("/xrpc/_admin/account-delete-token", json={"did": user["did"]}, headers=headers)
         assert_error(r, 401, "AuthenticationRequired")
@@ -127,7 +98,7 @@ def test_delete_token_route_is_admin_only(pds, c):
 
 def test_get_account_info(c, admin):
     invite = c.post("/xrpc/com.atproto.server.createInviteCode", json={"useCount": 2}, auth=admin).json()["code"]
-    user = new_user(c, "info", invite=invite)
+    user = create_account(c, "info", invite=invite)
     c.post("/xrpc/com.atproto.server.createInviteCodes",
            json={"useCount": 1, "codeCount": 2, "forAccounts": [user["did"]]}, auth=admin)
     r = c.get("/xrpc/com.atproto.admin.getAccountInfo", params={"did": user["did"]}, auth=admin)
@@ -156,7 +127,7 @@ def test_get_account_info_errors(c, admin):
 
 
 def test_get_account_infos_in_order_without_unknown_or_repeated(c, admin):
-    a, b = new_user(c, "infos"), new_user(c, "infos")
+    a, b = create_account(c, "infos"), create_account(c, "infos")
     unknown = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"
     r = c.get("/xrpc/com.atproto.admin.getAccountInfos",
               params=[("dids", b["did"]), ("dids", unknown), ("dids", a["did"]), ("dids", b["did"])], auth=admin)
@@ -173,7 +144,7 @@ def test_get_account_infos_in_order_without_unknown_or_repeated(c, admin):
 
 
 def test_account_takedown_hides_everything_and_ends_sessions_then_reversal_restores(pds, c, admin):
-    user = new_user(c, "down")
+    user = create_account(c, "down")
     did = user["did"]
     record = post(c, user)
     rkey = record["uri"].rsplit("/", 1)[1]
@@ -231,7 +202,7 @@ def test_account_takedown_hides_everything_and_ends_sessions_then_reversal_resto
 
 
 def test_takedown_without_ref_is_stamped_and_keeps_deactivation(pds, c, admin):
-    user = new_user(c, "stamp")
+    user = create_account(c, "stamp")
     did = user["did"]
     assert c.post("/xrpc/com.atproto.server.deactivateAccount", json={}, headers=user["headers"]).status_code == 200
     assert status_update(c, admin, repo_ref(did), takedown={"applied": True}).status_code == 200
@@ -244,7 +215,7 @@ def test_takedown_without_ref_is_stamped_and_keeps_deactivation(pds, c, admin):
 
 
 def test_admin_deactivation_and_bare_status_event(pds, c, admin):
-    user = new_user(c, "deact")
+    user = create_account(c, "deact")
     did = user["did"]
     before = len(events(pds, did, "account"))
     assert status_update(c, admin, repo_ref(did), deactivated={"applied": True}).status_code == 200
@@ -268,7 +239,7 @@ def test_admin_deactivation_and_bare_status_event(pds, c, admin):
 
 
 def test_record_takedown_hides_the_record_until_reversed(pds, c, admin):
-    user = new_user(c, "rec")
+    user = create_account(c, "rec")
     did = user["did"]
     keep, hide = post(c, user, "keep"), post(c, user, "hide")
     rkey = hide["uri"].rsplit("/", 1)[1]
@@ -300,7 +271,7 @@ def test_record_takedown_hides_the_record_until_reversed(pds, c, admin):
 
 
 def test_record_taken_down_then_deleted_and_rewritten_is_visible(c, admin):
-    user = new_user(c, "rew")
+    user = create_account(c, "rew")
     rec = post(c, user, "first")
     rkey = rec["uri"].rsplit("/", 1)[1]
     assert status_update(c, admin, {"$type": STRONG_REF, "uri": rec["uri"], "cid": rec["cid"]},
@@ -317,7 +288,7 @@ def test_record_taken_down_then_deleted_and_rewritten_is_visible(c, admin):
 
 
 def test_record_takedown_survives_a_restart(pds, c, admin):
-    user = new_user(c, "restart")
+    user = create_account(c, "restart")
     rec = post(c, user, "hidden after restart")
     assert status_update(c, admin, {"$type": STRONG_REF, "uri": rec["uri"], "cid": rec["cid"]},
                          takedown={"applied": True}).status_code == 200
@@ -330,7 +301,7 @@ def test_record_takedown_survives_a_restart(pds, c, admin):
 
 
 def test_blob_takedown(pds, c, admin):
-    user = new_user(c, "blob")
+    user = create_account(c, "blob")
     did = user["did"]
     data = b"\x89PNG\r\n\x1a\n" + os.urandom(500)
     blob = c.post("/xrpc/com.atproto.repo.uploadBlob", content=data,
@@ -372,7 +343,7 @@ def test_update_subject_status_bad_subjects(c, admin, subject, error):
 
 
 def test_update_subject_status_bad_bodies(c, admin):
-    user = new_user(c, "badbody")
+    user = create_account(c, "badbody")
     ref = repo_ref(user["did"])
     for body in ({}, {"subject": "x"}, {"subject": ref, "takedown": {"applied": "yes"}},
                  {"subject": ref, "takedown": {}}, {"subject": ref, "takedown": {"applied": True, "ref": 5}},
@@ -405,8 +376,8 @@ def test_get_subject_status_errors(c, admin):
 
 
 def test_update_account_handle(pds, plc, c, admin):
-    user = new_user(c, "hdl")
-    other = new_user(c, "hdl")
+    user = create_account(c, "hdl")
+    other = create_account(c, "hdl")
     did = user["did"]
     new = f"renamed{next(_names)}.localhost"
     r = c.post("/xrpc/com.atproto.admin.updateAccountHandle", json={"did": did, "handle": new.upper()}, auth=admin)
@@ -434,7 +405,7 @@ def test_update_account_handle(pds, plc, c, admin):
 
 
 def test_update_account_email(c, admin):
-    user, other = new_user(c, "mail"), new_user(c, "mail")
+    user, other = create_account(c, "mail"), create_account(c, "mail")
     new = f"changed{next(_names)}@example.org"
     r = c.post("/xrpc/com.atproto.admin.updateAccountEmail", json={"account": user["handle"], "email": new},
                auth=admin)
@@ -460,7 +431,7 @@ def test_update_account_email(c, admin):
 
 
 def test_update_account_password_ends_sessions(pds, c, admin):
-    user = new_user(c, "pw")
+    user = create_account(c, "pw")
     r = c.post("/xrpc/com.atproto.admin.updateAccountPassword",
                json={"did": user["did"], "password": "a brand new password"}, auth=admin)
     assert r.status_code == 200, r.text
@@ -488,7 +459,7 @@ def codes_of(c, admin, did: str) -> list[dict]:
 
 
 def test_account_invites_and_disabling_codes(c, admin):
-    user = new_user(c, "inv")
+    user = create_account(c, "inv")
     did = user["did"]
     made = c.post("/xrpc/com.atproto.server.createInviteCodes",
                   json={"useCount": 1, "codeCount": 3, "forAccounts": [did]}, auth=admin).json()["codes"][0]["codes"]
@@ -527,8 +498,8 @@ def test_get_invite_codes_pages_by_recent_and_usage(c, admin):
     # a fresh set: three admin codes, one of them used twice
     codes = c.post("/xrpc/com.atproto.server.createInviteCodes", json={"useCount": 5, "codeCount": 3},
                    auth=admin).json()["codes"][0]["codes"]
-    new_user(c, "use", invite=codes[1])
-    new_user(c, "use", invite=codes[1])
+    create_account(c, "use", invite=codes[1])
+    create_account(c, "use", invite=codes[1])
     seen, cursor = [], None
     while True:
         params = {"limit": 2, "sort": "recent", **({"cursor": cursor} if cursor else {})}
@@ -565,7 +536,7 @@ def test_get_invite_codes_pages_by_recent_and_usage(c, admin):
 
 
 def test_send_email_is_refused_clearly(c, admin):
-    user = new_user(c, "mailto")
+    user = create_account(c, "mailto")
     r = c.post("/xrpc/com.atproto.admin.sendEmail", auth=admin,
                json={"recipientDid": user["did"], "senderDid": user["did"], "content": "hi"})
     body = assert_error(r, 400, "InvalidRequest")

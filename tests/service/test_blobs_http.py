@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from squall.atproto.cid import CID, RAW
+from tests.helpers.accounts import assert_error, bearer, db_rows, signup
 from tests.helpers.pds import PdsProcess
-from tests.service.test_accounts import assert_error, bearer, db_rows, signup
 
 UPLOAD = "/xrpc/com.atproto.repo.uploadBlob"
 GET_BLOB = "/xrpc/com.atproto.sync.getBlob"
@@ -35,16 +35,8 @@ def raw_cid(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def pds(tmp_path_factory):
-    env = {"PDS_BLOB_UPLOAD_LIMIT": str(LIMIT), "PDS_BLOB_GC_GRACE_SECONDS": str(GRACE)}
-    with PdsProcess(tmp_path_factory.mktemp("blobs") / "data", env_extra=env) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def c(pds):
-    with pds.client() as client:
-        yield client
+def pds_env():
+    return {"PDS_BLOB_UPLOAD_LIMIT": str(LIMIT), "PDS_BLOB_GC_GRACE_SECONDS": str(GRACE)}
 
 
 _names = iter(f"blobuser{i}" for i in range(1000))

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from tests.helpers.accounts import assert_error, bearer, db_rows, signup
 from tests.helpers.pds import PdsProcess
 from tests.helpers.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, FaultProxy, S3Server, is_put_of
-from tests.service.test_accounts import assert_error, bearer, db_rows, signup
 from tests.service.test_blobs_http import (DELETE, GET_BLOB, UPLOAD, create, image_post, png, raw_cid,
                                            temp_files, wait_until)
 

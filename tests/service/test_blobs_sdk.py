@@ -10,17 +10,14 @@ import pytest
 from atproto import CAR, Client, models
 
 from squall.atproto.cid import CID, RAW
-from tests.helpers.pds import PdsProcess
 
 PASSWORD = "sdk-password-1234"
 
 
 @pytest.fixture(scope="module")
-def pds(tmp_path_factory):
+def pds_env():
     # The SDK follows the PDS endpoint of the DID document; serving on 127.0.0.1 keeps it on loopback.
-    env = {"PDS_HOSTNAME": "127.0.0.1", "PDS_SERVICE_HANDLE_DOMAINS": ".test"}
-    with PdsProcess(tmp_path_factory.mktemp("sdk-blobs") / "data", env_extra=env) as proc:
-        yield proc
+    return {"PDS_HOSTNAME": "127.0.0.1", "PDS_SERVICE_HANDLE_DOMAINS": ".test"}
 
 
 def test_sdk_posts_an_image_and_reads_it_back(pds):

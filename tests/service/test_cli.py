@@ -8,15 +8,14 @@ import sys
 
 import pytest
 
+from tests.helpers.accounts import assert_error, signup
 from tests.helpers.net import free_port
 from tests.helpers.pds import PdsProcess
-from tests.service.test_accounts import assert_error, signup
 
 
 @pytest.fixture(scope="module")
-def pds(tmp_path_factory):
-    with PdsProcess(tmp_path_factory.mktemp("cli") / "data", env_extra={"PDS_INVITE_REQUIRED": "true"}) as proc:
-        yield proc
+def pds_env():
+    return {"PDS_INVITE_REQUIRED": "true"}
 
 
 def squall(pds: PdsProcess, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -106,12 +106,6 @@ class Writer:
 
 
 @pytest.fixture(scope="module")
-def pds(tmp_path_factory):
-    with PdsProcess(tmp_path_factory.mktemp("relay") / "data") as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
 def stream(pds):
     """A long mixed write sequence on two accounts, with every frame the firehose sent for it."""
     frames: list[bytes] = []

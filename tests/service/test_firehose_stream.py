@@ -34,10 +34,8 @@ async def create_account(c: httpx.AsyncClient, prefix: str = "u") -> str:
 
 
 @pytest.fixture(scope="module")
-def pds(tmp_path_factory):
-    env = {"SQUALL_FIREHOSE_PING_SECONDS": "0.2"}
-    with PdsProcess(tmp_path_factory.mktemp("firehose") / "data", env_extra=env) as proc:
-        yield proc
+def pds_env():
+    return {"SQUALL_FIREHOSE_PING_SECONDS": "0.2"}
 
 
 def current_seq(pds: PdsProcess) -> int:

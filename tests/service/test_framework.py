@@ -14,12 +14,6 @@ from squall.config import ConfigError, load_settings
 from tests.helpers.pds import PdsProcess
 
 
-@pytest.fixture(scope="module")
-def pds(tmp_path_factory):
-    with PdsProcess(tmp_path_factory.mktemp("pds") / "data") as proc:
-        yield proc
-
-
 def test_health_and_unknown_method(pds):
     with pds.client() as c:
         r = c.get("/xrpc/_health")

@@ -33,19 +33,12 @@ from squall.net import OutboundPolicy, make_client
 from squall.store.db import Database
 from tests.helpers.net import free_port
 from tests.helpers.pds import PdsProcess
-from tests.helpers.plc import PlcDirectoryDouble
 
 _names = itertools.count()
 
 
 def new_name(prefix: str = "user") -> str:
     return f"{prefix}{next(_names)}{int(time.time() * 1000) % 100000}"
-
-
-@pytest.fixture(scope="module")
-def plc():
-    with PlcDirectoryDouble() as double:
-        yield double
 
 
 @pytest.fixture(autouse=True)
@@ -56,10 +49,8 @@ def _reset_plc(plc):
 
 
 @pytest.fixture(scope="module")
-def pds(plc, tmp_path_factory):
-    env = {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": plc.url, "PDS_DEV_MODE": "true"}
-    with PdsProcess(tmp_path_factory.mktemp("pds-plc") / "data", env_extra=env) as proc:
-        yield proc
+def pds_env(plc):
+    return {**plc.pds_env(), "PDS_DEV_MODE": "true"}
 
 
 @pytest.fixture(scope="module")

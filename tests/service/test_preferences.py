@@ -11,10 +11,10 @@ from datetime import date
 import pytest
 
 from squall.xrpc.preferences import age_on
+from tests.helpers.accounts import assert_error, bearer, db_rows, signup
 from tests.helpers.fake_services import start_service
 from tests.helpers.pds import PdsProcess
 from tests.helpers.plc import PlcDirectoryDouble
-from tests.service.test_accounts import assert_error, bearer, db_rows, signup
 
 GET = "/xrpc/app.bsky.actor.getPreferences"
 PUT = "/xrpc/app.bsky.actor.putPreferences"

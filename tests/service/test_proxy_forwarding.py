@@ -11,11 +11,11 @@ import httpx
 import pytest
 from starlette.responses import StreamingResponse
 
+from tests.helpers.accounts import PASSWORD, assert_error, bearer, signup
 from tests.helpers.fake_services import answer, register_service_did, start_service
+from tests.helpers.net import free_port
 from tests.helpers.pds import PdsProcess
 from tests.helpers.plc import PlcDirectoryDouble
-from tests.helpers.net import free_port
-from tests.service.test_accounts import PASSWORD, assert_error, bearer, signup
 
 TIMELINE = "app.bsky.feed.getTimeline"
 LIST_CONVOS = "chat.bsky.convo.listConvos"

@@ -15,9 +15,9 @@ from contextlib import closing
 
 import pytest
 
+from tests.helpers.accounts import assert_error, bearer, signup
 from tests.helpers.fake_services import ConnectionCounter
 from tests.helpers.pds import PdsProcess
-from tests.service.test_accounts import assert_error, bearer, signup
 
 APPVIEW_DID = "did:web:appview.example.com"
 CACHED_DID = "did:plc:ssrftestaaaaaaaaaaaaaaaa"

@@ -6,31 +6,15 @@ from __future__ import annotations
 import pytest
 
 from squall.atproto.cid import CID
-from tests.helpers.pds import PdsProcess
-from tests.helpers.plc import PlcDirectoryDouble
-from tests.service.test_accounts import assert_error
-from tests.service.test_repo_writes import APPLY, CREATE, GET, make_user, post, verified
+from tests.helpers.accounts import assert_error, make_user
+from tests.service.test_repo_writes import APPLY, CREATE, GET, post, verified
 
 LIST = "/xrpc/com.atproto.repo.listRecords"
 
 
 @pytest.fixture(scope="module")
-def plc():
-    with PlcDirectoryDouble() as directory:
-        yield directory
-
-
-@pytest.fixture(scope="module")
-def pds(tmp_path_factory, plc):
-    env = {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": plc.url}
-    with PdsProcess(tmp_path_factory.mktemp("repo-reads") / "data", env_extra=env) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def c(pds):
-    with pds.client() as client:
-        yield client
+def pds_env(plc):
+    return plc.pds_env()
 
 
 @pytest.fixture(scope="module")

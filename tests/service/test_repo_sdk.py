@@ -11,7 +11,6 @@ from atproto import CAR, Client, models
 from atproto import CID as SdkCID
 from atproto_client.exceptions import BadRequestError
 
-from tests.helpers.pds import PdsProcess
 
 PASSWORD = "sdk-password-1234"
 
@@ -26,11 +25,9 @@ def _png(width: int = 3, height: int = 2) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def pds(tmp_path_factory):
+def pds_env():
     # The SDK follows the PDS endpoint of the DID document; serving on 127.0.0.1 keeps it on loopback.
-    env = {"PDS_HOSTNAME": "127.0.0.1", "PDS_SERVICE_HANDLE_DOMAINS": ".test"}
-    with PdsProcess(tmp_path_factory.mktemp("repo-sdk") / "data", env_extra=env) as proc:
-        yield proc
+    return {"PDS_HOSTNAME": "127.0.0.1", "PDS_SERVICE_HANDLE_DOMAINS": ".test"}
 
 
 @pytest.fixture(scope="module")

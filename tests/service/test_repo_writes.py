@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -12,12 +11,10 @@ import pytest
 from squall.atproto import dagcbor
 from squall.atproto.car import read_car
 from squall.atproto.cid import CID
-from squall.atproto.crypto import PublicKey
 from squall.atproto.repo import verify_commit_event
+from tests.helpers.accounts import User, assert_error, bearer, db_rows, make_user
 from tests.helpers.pds import PdsProcess
-from tests.helpers.plc import PlcDirectoryDouble
-from tests.helpers.verify import fetch_did_doc, signing_key, verify_repo_car
-from tests.service.test_accounts import assert_error, bearer, db_rows, signup
+from tests.helpers.verify import verify_repo_car
 
 CREATE = "/xrpc/com.atproto.repo.createRecord"
 PUT = "/xrpc/com.atproto.repo.putRecord"
@@ -27,23 +24,6 @@ GET = "/xrpc/com.atproto.repo.getRecord"
 
 
 # -- helpers shared with the other repo and sync tests ---------------------------------------------
-
-
-@dataclass
-class User:
-    did: str
-    handle: str
-    access: str
-    headers: dict[str, str]
-    key: PublicKey
-
-
-def make_user(c: httpx.Client, name: str, plc_url: str | None) -> User:
-    r = signup(c, name)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    doc = fetch_did_doc(body["did"], plc_url=plc_url, pds=c)
-    return User(body["did"], body["handle"], body["accessJwt"], bearer(body["accessJwt"]), signing_key(doc))
 
 
 def post(text: str = "hello", created_at: str = "2024-05-01T12:00:00.000Z") -> dict:
@@ -66,22 +46,8 @@ def verified(c: httpx.Client, user: User):
 
 
 @pytest.fixture(scope="module")
-def plc():
-    with PlcDirectoryDouble() as directory:
-        yield directory
-
-
-@pytest.fixture(scope="module")
-def pds(tmp_path_factory, plc):
-    env = {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": plc.url}
-    with PdsProcess(tmp_path_factory.mktemp("repo-writes") / "data", env_extra=env) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def c(pds):
-    with pds.client() as client:
-        yield client
+def pds_env(plc):
+    return plc.pds_env()
 
 
 @pytest.fixture(scope="module")

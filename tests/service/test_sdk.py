@@ -6,17 +6,13 @@ import pytest
 from atproto import Client, models
 from atproto_client.exceptions import BadRequestError, UnauthorizedError
 
-from tests.helpers.pds import PdsProcess
-
 PASSWORD = "sdk-password-1234"
 
 
 @pytest.fixture(scope="module")
-def pds(tmp_path_factory):
+def pds_env():
     # The SDK follows the PDS endpoint of the DID document; serving on 127.0.0.1 keeps it on loopback.
-    env = {"PDS_HOSTNAME": "127.0.0.1", "PDS_SERVICE_HANDLE_DOMAINS": ".test"}
-    with PdsProcess(tmp_path_factory.mktemp("sdk") / "data", env_extra=env) as proc:
-        yield proc
+    return {"PDS_HOSTNAME": "127.0.0.1", "PDS_SERVICE_HANDLE_DOMAINS": ".test"}
 
 
 def test_sdk_signup_login_refresh_and_app_password(pds):

@@ -20,9 +20,9 @@ from squall.auth.service_jwt import (
     decode_service_jwt,
     verify_service_jwt,
 )
+from tests.helpers.accounts import assert_error, bearer, signup
 from tests.helpers.pds import PdsProcess
 from tests.helpers.plc import PlcDirectoryDouble
-from tests.service.test_accounts import assert_error, bearer, signup
 
 ISS = "did:plc:issueraaaaaaaaaaaaaaaaaa"
 AUD = "did:web:appview.example.com"

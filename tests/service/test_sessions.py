@@ -13,19 +13,13 @@ import jwt
 import pytest
 
 from squall.auth.tokens import TokenIssuer
+from tests.helpers.accounts import PASSWORD, assert_error, bearer, db_rows, signup
 from tests.helpers.pds import PdsProcess
-from tests.service.test_accounts import PASSWORD, assert_error, bearer, db_rows, signup
 
 SERVICE_DID = "did:web:localhost"
 CREATE_SESSION = "/xrpc/com.atproto.server.createSession"
 GET_SESSION = "/xrpc/com.atproto.server.getSession"
 REFRESH = "/xrpc/com.atproto.server.refreshSession"
-
-
-@pytest.fixture(scope="module")
-def pds(tmp_path_factory):
-    with PdsProcess(tmp_path_factory.mktemp("sessions") / "data") as proc:
-        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -12,32 +12,17 @@ import pytest
 
 from squall.atproto.car import read_car
 from squall.atproto.cid import CID
+from tests.helpers.accounts import assert_error, db_rows, make_user
 from tests.helpers.pds import PdsProcess
-from tests.helpers.plc import PlcDirectoryDouble
 from tests.helpers.verify import VerificationFailed, verify_record_proof, verify_repo_car
-from tests.service.test_accounts import assert_error, db_rows
-from tests.service.test_repo_writes import APPLY, DELETE, GET, make_user, verified
+from tests.service.test_repo_writes import APPLY, DELETE, GET, verified
 
 SYNC = "/xrpc/com.atproto.sync."
 
 
 @pytest.fixture(scope="module")
-def plc():
-    with PlcDirectoryDouble() as directory:
-        yield directory
-
-
-@pytest.fixture(scope="module")
-def pds(tmp_path_factory, plc):
-    env = {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": plc.url}
-    with PdsProcess(tmp_path_factory.mktemp("sync") / "data", env_extra=env) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def c(pds):
-    with pds.client() as client:
-        yield client
+def pds_env(plc):
+    return plc.pds_env()
 
 
 @pytest.fixture(scope="module")
