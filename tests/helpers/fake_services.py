@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -37,7 +36,7 @@ from starlette.routing import Route
 from squall.atproto import dagcbor
 from squall.atproto.crypto import Keypair, PublicKey, Secp256k1Keypair
 
-from .net import free_port
+from .net import ThreadedServer, free_port
 from .plc import PlcDirectoryDouble
 
 MAX_PROXY_TOKEN_TTL = 60
@@ -97,8 +96,7 @@ class FakeService:
     received: list[Received] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _server: ThreadedServer | None = None
 
     @property
     def url(self) -> str:
@@ -200,23 +198,13 @@ class FakeService:
 
     def start(self) -> "FakeService":
         app = Starlette(routes=[Route("/xrpc/{nsid}", self._handle, methods=["GET", "HEAD", "POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"fake-{self.name}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"fake {self.name} did not start")
-            time.sleep(0.01)
+        self._server = ThreadedServer(app, self.port, name=f"fake {self.name}").start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
 
 
 def start_service(plc: PlcDirectoryDouble, name: str, service_id: str, service_type: str) -> FakeService:

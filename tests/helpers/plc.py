@@ -29,12 +29,10 @@ import base64
 import hashlib
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -45,7 +43,7 @@ from squall.atproto.cid import CID
 from squall.atproto.crypto import PublicKey
 from squall.atproto.errors import AtprotoError
 
-from .net import free_port
+from .net import ThreadedServer, free_port
 
 MAX_OP_BYTES = 7500
 _B64URL = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -179,8 +177,7 @@ class PlcDirectoryDouble:
     _logs: dict[str, list[_Entry]] = field(default_factory=dict)
     _fail: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _server: ThreadedServer | None = None
 
     @property
     def url(self) -> str:
@@ -302,23 +299,13 @@ class PlcDirectoryDouble:
 
     def start(self) -> "PlcDirectoryDouble":
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="plc-double", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("PLC double did not start")
-            time.sleep(0.01)
+        self._server = ThreadedServer(app, self.port, name="PLC double").start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
 
     def __enter__(self) -> "PlcDirectoryDouble":
         return self.start()

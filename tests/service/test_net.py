@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from squall.net import ForbiddenDestination, OutboundPolicy, ResponseTooLarge, is_public_address, make_client
-from tests.helpers.net import free_port
+from tests.helpers.net import serve_in_thread
 
 DEV = OutboundPolicy(allow_http=True, allow_private=True)
 PROD = OutboundPolicy()
@@ -62,16 +60,8 @@ def server():
     app = Starlette(routes=[Route("/hello", hello), Route("/big", big), Route("/chunked", chunked),
                             Route("/drip", drip), Route("/set-cookie", set_cookie),
                             Route("/echo-cookie", echo_cookie)])
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield port
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as port:
+        yield port
 
 
 async def test_dev_mode_allows_loopback_http(server):

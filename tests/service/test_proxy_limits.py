@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -24,7 +22,7 @@ from squall.proxy.forwarder import parse_error_envelope, request_headers
 from squall.proxy.target import endpoint_origin, parse_proxy_header, service_endpoint
 from squall.xrpc.errors import InvalidRequest, PayloadTooLarge, UpstreamFailure, UpstreamTimeout
 from tests.helpers.fake_services import ConnectionCounter
-from tests.helpers.net import free_port
+from tests.helpers.net import serve_in_thread
 
 DEV = OutboundPolicy(allow_http=True, allow_private=True)
 
@@ -71,16 +69,8 @@ def upstream():
     app = Starlette(routes=[Route(f"/xrpc/{name}", fn, methods=["GET", "POST"]) for name, fn in (
         ("x.slow.headers", slow_headers), ("x.stall.body", stall_body), ("x.drip", drip), ("x.big", big),
         ("x.chunked", chunked), ("x.echo", echo))])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 async def call(forwarder: Forwarder, origin: str, nsid: str, *, method: str = "GET", body=None,

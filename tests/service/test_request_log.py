@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -16,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from squall.app import RequestLog
-from tests.helpers.net import free_port
+from tests.helpers.net import serve_in_thread
 
 
 async def broken_stream(request: Request) -> Response:
@@ -49,17 +47,8 @@ def server():
     # As in squall.app: the middleware sits inside Starlette's own error middleware.
     app = Starlette(routes=[Route("/stream", broken_stream), Route("/early", broken_before_start),
                             Route("/fine", fine)], middleware=[Middleware(RequestLog, log=log)])
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                        log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield port, records
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app, log_level="critical") as port:
+        yield port, records
 
 
 def test_failure_mid_stream_reaches_the_client_as_an_error(server):

@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,7 +31,7 @@ from squall.atproto.cid import CID
 from squall.atproto.crypto import Secp256k1Keypair
 
 from smoke.write_checks import tiny_png
-from tests.helpers.net import free_port
+from tests.helpers.net import ThreadedServer, free_port
 
 HANDLE = "alice.test"
 DID = "did:web:alice.test"
@@ -83,8 +80,7 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
 class _Server:
     port: int = field(default_factory=free_port)
     tls: tuple[Path, Path] | None = None  # (cert.pem, key.pem): serve https and wss
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _server: ThreadedServer | None = None
 
     @property
     def scheme(self) -> str:
@@ -98,24 +94,14 @@ class _Server:
         raise NotImplementedError
 
     def start(self) -> Any:
-        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off", ws="websockets-sansio",
-                                ssl_certfile=self.tls and str(self.tls[0]), ssl_keyfile=self.tls and str(self.tls[1]))
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"{type(self).__name__} did not start")
-            time.sleep(0.01)
+        tls = {"ssl_certfile": str(self.tls[0]), "ssl_keyfile": str(self.tls[1])} if self.tls else {}
+        self._server = ThreadedServer(self.app(), self.port, name=type(self).__name__, ws="websockets-sansio",
+                                      **tls).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()
 
     def __enter__(self) -> Any:
         return self.start()
@@ -208,7 +194,7 @@ class FakePds(_Server):
             if self.flaw == "ws-never-upgrades":
                 # The TCP connection and the upgrade request are taken, the answer never comes
                 # (until the fake shuts down).
-                while self._server is not None and not self._server.should_exit:
+                while self._server is not None and not self._server.stopping:
                     await asyncio.sleep(0.05)
                 return
             await websocket.accept()
