@@ -15,6 +15,7 @@ uploads through ``TransferConfig`` above a threshold, bounded retries with expon
 
 from __future__ import annotations
 
+import abc
 import base64
 import contextlib
 import hashlib
@@ -43,7 +44,7 @@ class StoredObject:
     modified: datetime
 
 
-class Target:
+class Target(abc.ABC):
     name: str
     kind: str
     remote: bool
@@ -112,23 +113,29 @@ class Target:
             yield f
 
     # -- primitives ------------------------------------------------------------------------------
+    @abc.abstractmethod
     def _list(self, prefix: str) -> list[StoredObject]:
-        raise NotImplementedError
+        """Storage primitive each target implements."""
 
+    @abc.abstractmethod
     def _get_bytes(self, key: str) -> bytes:
-        raise NotImplementedError
+        """Storage primitive each target implements."""
 
+    @abc.abstractmethod
     def _put_file(self, path: Path, key: str, sha256: str, cancel: Cancel) -> None:
-        raise NotImplementedError
+        """Storage primitive each target implements."""
 
+    @abc.abstractmethod
     def _put_bytes(self, key: str, data: bytes, sha256: str) -> None:
-        raise NotImplementedError
+        """Storage primitive each target implements."""
 
+    @abc.abstractmethod
     def _open(self, key: str):
-        raise NotImplementedError
+        """Storage primitive each target implements."""
 
+    @abc.abstractmethod
     def _delete(self, key: str) -> None:
-        raise NotImplementedError
+        """Storage primitive each target implements."""
 
 
 class LocalTarget(Target):
