@@ -408,6 +408,31 @@ def _declare_huge_body(pds: PdsProcess, access: str, length: int) -> tuple[int, 
     return int(head.split(b" ", 2)[1]), rest
 
 
+def test_import_into_an_active_account_is_announced_with_a_sync_event(old, plc):
+    user = signup(old, "erin")
+    did = user["did"]
+    with old.client() as c:
+        r = c.post("/xrpc/com.atproto.repo.createRecord", headers=bearer(user["accessJwt"]), json={
+            "repo": did, "collection": "app.bsky.feed.post",
+            "record": {"text": "kept", "createdAt": "2024-05-01T12:00:00.000Z"}})
+        assert r.status_code == 200, r.text
+        car = export(old, did)
+        r = c.post("/xrpc/com.atproto.repo.createRecord", headers=bearer(user["accessJwt"]), json={
+            "repo": did, "collection": "app.bsky.feed.post",
+            "record": {"text": "dropped by the import", "createdAt": "2024-05-01T12:00:00.000Z"}})
+        assert r.status_code == 200, r.text
+        r = c.post("/xrpc/com.atproto.repo.importRepo", content=car,
+                   headers={**bearer(user["accessJwt"]), **CAR})
+        assert r.status_code == 200, r.text
+    root = read_car(car)[0][0]
+    assert repo_root(old, did)[0] == str(root)
+    assert counts(old, did)[1] == 1
+    kind, body = events_of(old, did)[-1]
+    assert kind == "sync" and read_car(body["blocks"])[0] == [root]
+    key = signing_key(fetch_did_doc(did, plc_url=plc.url))
+    assert len(verify_repo_car(export(old, did), did, key).records) == 1
+
+
 def test_import_is_for_signed_in_accounts_only(new, mover):
     with new.client() as c:
         r = c.post("/xrpc/com.atproto.repo.importRepo", content=b"", headers=CAR)

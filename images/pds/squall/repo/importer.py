@@ -35,10 +35,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from ..accounts import events
 from ..atproto import dagcbor, syntax
@@ -91,8 +91,19 @@ class _Staging:
         )
 
     def put_blocks(self, rows: list[tuple[bytes, bytes]]) -> None:
-        with self.conn:
+        with self.batch():
             self.conn.executemany("INSERT OR IGNORE INTO block (cid, content) VALUES (?, ?)", rows)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        # One transaction per batch (the connection is in autocommit mode otherwise).
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def close(self) -> None:
         self.conn.close()
@@ -173,11 +184,11 @@ def _verify(staging: _Staging, did: str, roots: list[CID], keys: list[PublicKey]
     keep = [root.bytes]
     recs: list[tuple[str, str, bytes]] = []
     refs: list[tuple[str, str]] = []
-    counts = {"blocks": 1, "records": 0, "refs": 0}
+    counts = {"records": 0, "refs": 0}
     conn = staging.conn
 
     def flush() -> None:
-        with conn:
+        with staging.batch():
             conn.executemany("INSERT OR IGNORE INTO keep (cid) VALUES (?)", [(c,) for c in keep])
             conn.executemany("INSERT INTO rec (collection, rkey, cid) VALUES (?, ?, ?)", recs)
             conn.executemany("INSERT INTO blobref (uri, cid) VALUES (?, ?)", refs)
@@ -190,7 +201,6 @@ def _verify(staging: _Staging, did: str, roots: list[CID], keys: list[PublicKey]
         for node, i in wrangler.walk_entries(commit["data"]):
             if i < 0:
                 keep.append(node.cid.bytes)
-                counts["blocks"] += 1
                 continue
             path, value = node.keys[i], node.vals[i]
             collection, _, rkey = path.partition("/")
@@ -226,8 +236,8 @@ def _verify(staging: _Staging, did: str, roots: list[CID], keys: list[PublicKey]
     except (DecodeError, AtprotoError) as exc:
         raise InvalidRequest(f"The repository's tree is invalid: {exc}") from None
     flush()
-    counts["blocks"] = conn.execute("SELECT COUNT(*) FROM keep").fetchone()[0]
-    return root, commit["rev"], counts["blocks"], counts["records"], counts["refs"]
+    blocks = conn.execute("SELECT COUNT(*) FROM keep").fetchone()[0]  # records held twice count once
+    return root, commit["rev"], blocks, counts["records"], counts["refs"]
 
 
 # -- phase 3: store ----------------------------------------------------------------------------------
@@ -299,7 +309,6 @@ async def import_repo(ctx: Any, did: str, body: AsyncIterator[bytes], signing_ke
         roots = await _stage(staging, body, max_bytes)
         keys = await signing_keys()
         commit_cid, rev, blocks, records, refs = await asyncio.to_thread(_verify, staging, did, roots, keys)
-        staging.conn.commit()
         imported = await ctx.db.write(_store, staging.path, did, commit_cid, rev, (blocks, records, refs))
     finally:
         await asyncio.to_thread(staging.close)
