@@ -12,19 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.helpers.pds import PdsProcess  # noqa: E402
+from _server import bench_server
 
 
 class PeakRss:
@@ -56,8 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     size = args.mb * 1024 * 1024
     env = {"PDS_BLOB_UPLOAD_LIMIT": str(size + 1)}
-    with tempfile.TemporaryDirectory() as tmp, PdsProcess(Path(tmp) / "data", env_extra=env) as pds, \
-            pds.client(timeout=120) as c:
+    with bench_server("squall-bench-blobs-", env=env) as pds, pds.client(timeout=120) as c:
         r = c.post("/xrpc/com.atproto.server.createAccount",
                    json={"handle": "bench.localhost", "email": "b@example.com", "password": "bench-password-1"})
         r.raise_for_status()

@@ -27,51 +27,20 @@ import io
 import multiprocessing as mp
 import os
 import platform
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import cbor2
 import httpx
 import psutil
 
+from _server import bench_server
+
 PASSWORD = "bench-password-123"
 P99_TARGET_MS = 50.0
 PATH = "/xrpc/com.atproto.sync.subscribeRepos"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDS_") and k != "PORT"}
-    env.update({"PDS_HOSTNAME": "localhost", "PDS_PORT": str(port), "PDS_DATA_DIRECTORY": str(data_dir),
-                "PDS_DEV_MODE": "true", "PDS_INVITE_REQUIRED": "false", "PDS_LOG_LEVEL": "warning"})
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "squall.cli", "serve", "--host", "127.0.0.1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/xrpc/_health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def event_epoch(value: str) -> float:
@@ -260,12 +229,9 @@ def main() -> int:
                         help="subscribers negotiate permessage-deflate (websockets client library)")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="squall-bench-firehose-"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start_server(tmp / "data", port, tmp / "server.log")
-    server = psutil.Process(proc.pid)
-    try:
+    with bench_server("squall-bench-firehose-") as pds:
+        base = pds.url
+        server = psutil.Process(pds.proc.pid)
         accounts = []
         with httpx.Client(base_url=base, timeout=30) as c:
             for i in range(args.accounts):
@@ -346,13 +312,6 @@ def main() -> int:
         print(f"  server RSS: idle {rss_idle / 2**20:.1f} MB, with subscribers {rss_connected / 2**20:.1f} MB, "
               f"peak {peak[0] / 2**20:.1f} MB, end {rss_end / 2**20:.1f} MB")
         return 0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

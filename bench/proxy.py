@@ -17,20 +17,17 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _server import ROOT, bench_server
+
 sys.path.insert(0, str(ROOT / "images" / "pds"))
 
 from squall.atproto.crypto import P256Keypair, Secp256k1Keypair  # noqa: E402
 from squall.auth.service_jwt import create_service_jwt, verify_service_jwt  # noqa: E402
 from tests.helpers.fake_services import start_service  # noqa: E402
-from tests.helpers.pds import PdsProcess  # noqa: E402
 from tests.helpers.plc import PlcDirectoryDouble  # noqa: E402
 
 NSID = "app.bsky.feed.getTimeline"
@@ -75,12 +72,11 @@ def report(name: str, times: list[float]) -> None:
 
 
 def bench_http(calls: int) -> None:
-    with PlcDirectoryDouble() as plc, tempfile.TemporaryDirectory() as tmp:
+    with PlcDirectoryDouble() as plc:
         appview = start_service(plc, "appview", "bsky_appview", "BskyAppView")
-        env = {"PDS_DID_METHOD": "plc", "PDS_DID_PLC_URL": plc.url, "PDS_LOG_LEVEL": "warning",
-               "PDS_BSKY_APP_VIEW_URL": appview.url, "PDS_BSKY_APP_VIEW_DID": appview.did}
+        env = {**plc.pds_env(), "PDS_BSKY_APP_VIEW_URL": appview.url, "PDS_BSKY_APP_VIEW_DID": appview.did}
         try:
-            with PdsProcess(Path(tmp) / "data", env_extra=env) as pds, pds.client() as c:
+            with bench_server("squall-bench-proxy-", env=env) as pds, pds.client() as c:
                 r = c.post("/xrpc/com.atproto.server.createAccount",
                            json={"handle": "bench.localhost", "email": "b@example.com", "password": "bench-pass-123"})
                 assert r.status_code == 200, r.text

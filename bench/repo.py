@@ -26,18 +26,13 @@ import json
 import os
 import platform
 import random
-import shutil
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service import free_port, start_server  # noqa: E402
+from _server import bench_server
 
 PASSWORD = "bench-password-123"
 TARGETS = {"create": 300.0, "get": 1000.0, "export_ms": 150.0, "rss_mb": 90.0}
@@ -63,10 +58,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="squall-bench-repo-"))
-    port = free_port()
-    proc = start_server(tmp / "data", port, tmp / "server.log")
-    try:
+    with bench_server("squall-bench-repo-", keep=args.keep) as pds:
+        proc, port = pds.proc, pds.port
         server = psutil.Process(proc.pid)
         print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
               f"{args.records} records, {args.gets} gets")
@@ -130,16 +123,6 @@ def main() -> None:
             ok = "ok" if rss_after <= TARGETS["rss_mb"] else "MISSED"
             print(f"server RSS     {rss_start:6.1f} MB after signup, {rss_after:6.1f} MB after {args.records} writes, "
                   f"{server.memory_info().rss / 2**20:6.1f} MB after reads   (target ≤ {TARGETS['rss_mb']:.0f} MB: {ok})")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except Exception:
-            proc.kill()
-        if args.keep:
-            print(f"data kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

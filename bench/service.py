@@ -15,48 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import psutil
 
+from _server import bench_server
+
 PASSWORD = "bench-password-123"
 RSS_TARGET_MB = 70.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDS_") and k != "PORT"}
-    env.update({"PDS_HOSTNAME": "localhost", "PDS_PORT": str(port), "PDS_DATA_DIRECTORY": str(data_dir),
-                "PDS_DEV_MODE": "true", "PDS_INVITE_REQUIRED": "false", "PDS_LOG_LEVEL": "warning"})
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "squall.cli", "serve", "--host", "127.0.0.1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"squall serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/xrpc/_health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("squall serve did not answer within 30 s")
 
 
 def idle_rss_mb(pid: int, settle: float) -> float:
@@ -88,10 +57,8 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=2.0, help="seconds to wait before sampling RSS")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="squall-bench-"))
-    port = free_port()
-    proc = start_server(tmp / "data", port, tmp / "server.log")
-    try:
+    with bench_server("squall-bench-") as pds:
+        proc, port = pds.proc, pds.port
         rss_start = idle_rss_mb(proc.pid, args.settle)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
             r = c.post("/xrpc/com.atproto.server.createAccount",
@@ -118,13 +85,6 @@ def main() -> int:
             sessions = measure(args.sessions, create_session)
             gets = measure(args.gets, get_session)
         rss_after = idle_rss_mb(proc.pid, args.settle)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"squall serve benchmark — Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs; sequential requests over one kept-alive HTTP/1.1 connection")
