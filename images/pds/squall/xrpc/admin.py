@@ -39,9 +39,9 @@ from ..atproto.cid import CID
 from ..atproto.errors import AtprotoError, InvalidSyntax
 from ..auth.passwords import hash_password, verify_password
 from ..identity.handles import HandleError, check_handle
-from ..identity.service import HandleChangeRefused, IdentityRejected, IdentityUnavailable
 from .dispatch import error_response, read_body_capped
-from .errors import AuthRequired, InvalidRequest, UpstreamFailure, XRPCError
+from .errors import AuthRequired, InvalidRequest, XRPCError
+from .identity import change_handle
 from .registry import Auth, Method
 from .request import XrpcRequest
 
@@ -358,38 +358,15 @@ async def delete_account_admin(req: XrpcRequest) -> None:
 
 async def update_account_handle(req: XrpcRequest) -> None:
     ctx = req.ctx
-    identity = ctx.service("identity")
     did = _did_field(req, "did")
     raw = _string(req, "handle", max_length=300)
     try:
         checked = check_handle(raw, list(ctx.settings.service_handle_domains), allow_reserved=True)
     except HandleError as exc:
         raise InvalidRequest(str(exc), exc.name) from None
-    handle = checked.handle
     account = await _account_by_did(req, did)
-    holder = await identity.local_did_for_handle(handle)
-    if holder is not None and holder != did:
-        raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable")
-    if checked.service_domain is None and holder != did:
-        if await identity.handles.resolve(handle) != did:
-            raise InvalidRequest("External handle did not resolve to DID")
-    if account.handle != handle:
-        try:
-            await identity.update_handle(did, handle)
-        except HandleChangeRefused as exc:
-            raise InvalidRequest(str(exc)) from None
-        except IdentityRejected as exc:
-            raise UpstreamFailure(f"PLC directory refused the handle update: {exc}") from None
-        except IdentityUnavailable as exc:
-            raise UpstreamFailure(f"PLC directory is unavailable: {exc}") from None
-    try:
-        await identity.set_handle(did, handle)
-    except sqlite3.IntegrityError:
-        raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable") from None
-    except LookupError:
-        raise deletion.AccountNotFound(did) from None
-    await wake_firehose(ctx)
-    ctx.log.info("admin changed handle", extra={"did": did, "handle": handle})
+    await change_handle(ctx, did, account.handle, checked)
+    ctx.log.info("admin changed handle", extra={"did": did, "handle": checked.handle})
 
 
 async def update_account_email(req: XrpcRequest) -> None:

@@ -67,17 +67,22 @@ async def resolve_handle(req: XrpcRequest) -> dict[str, Any]:
 
 async def update_handle(req: XrpcRequest) -> None:
     ctx = req.ctx
-    service = _service(req)
-    did = req.did
-    raw = req.field("handle", str)
     try:
-        checked = check_handle(raw, list(ctx.settings.service_handle_domains))
+        checked = check_handle(req.field("handle", str), list(ctx.settings.service_handle_domains))
     except HandleError as exc:
         raise InvalidRequest(str(exc), exc.name) from None
-    handle = checked.handle
-    account = await ctx.db.fetchone("SELECT handle FROM account WHERE did = ?", (did,))
+    account = await ctx.db.fetchone("SELECT handle FROM account WHERE did = ?", (req.did,))
     if account is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
+    await change_handle(ctx, req.did, account["handle"], checked)
+
+
+async def change_handle(ctx: Any, did: str, current_handle: str | None, checked: Any) -> None:
+    """Move ``did`` to the checked handle: availability, proof for an external domain, the PLC op
+    when the handle changes, then the account row and the ``#identity`` event. Shared by the user's
+    updateHandle and the admin's updateAccountHandle (which may pass reserved names)."""
+    service = ctx.service("identity")
+    handle = checked.handle
     holder = await service.local_did_for_handle(handle)
     if holder is not None and holder != did:
         raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable")
@@ -85,7 +90,7 @@ async def update_handle(req: XrpcRequest) -> None:
         claimed = await service.handles.resolve(handle)
         if claimed != did:
             raise InvalidRequest("External handle did not resolve to DID")
-    if account["handle"] != handle:
+    if current_handle != handle:
         try:
             await service.update_handle(did, handle)
         except HandleChangeRefused as exc:
@@ -98,6 +103,8 @@ async def update_handle(req: XrpcRequest) -> None:
         await service.set_handle(did, handle)
     except sqlite3.IntegrityError:
         raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable") from None
+    except LookupError:
+        raise InvalidRequest("Account not found", "AccountNotFound") from None
     await wake_firehose(ctx)
 
 
