@@ -82,8 +82,9 @@ def build_store(settings: Settings, options: BlobOptions) -> BlobStore:
 
 
 def _track_upload(conn: sqlite3.Connection, did: str, cid: str, mime: str, size: int,
-                  key: str) -> tuple[str, str | None, bool]:
-    """Record an upload. Returns (mime type to report, old temp key to delete, keep the new temp?)."""
+                  key: str) -> tuple[str, str | None, bool, bool]:
+    """Record an upload. Returns (mime type to report, old temp key to delete, keep the new temp?,
+    already referenced by a record, so make it permanent now?)."""
     row = conn.execute(
         "SELECT mime_type, temp_key, takedown_ref, "
         "EXISTS (SELECT 1 FROM record_blob r WHERE r.did = blob.did AND r.blob_cid = blob.cid) "
@@ -95,7 +96,10 @@ def _track_upload(conn: sqlite3.Connection, did: str, cid: str, mime: str, size:
             "INSERT INTO blob (did, cid, mime_type, size, temp_key, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (did, cid, mime, size, key, now),
         )
-        return mime, None, True
+        # An imported repo (account migration) references its blobs before they are uploaded.
+        referenced = conn.execute("SELECT 1 FROM record_blob WHERE did = ? AND blob_cid = ? LIMIT 1",
+                                  (did, cid)).fetchone() is not None
+        return mime, None, True, referenced
     stored_mime, old_key, takedown, referenced = row
     if takedown is not None:
         raise InvalidRequest("Blob has been takendown, cannot re-upload")
@@ -104,10 +108,10 @@ def _track_upload(conn: sqlite3.Connection, did: str, cid: str, mime: str, size:
         # blob awaiting collection a fresh grace period, since the client is about to use it.
         conn.execute("UPDATE blob SET unreferenced_since = ? WHERE did = ? AND cid = ? "
                      "AND unreferenced_since IS NOT NULL", (now, did, cid))
-        return stored_mime, None, False
+        return stored_mime, None, False, False
     conn.execute("UPDATE blob SET temp_key = ?, mime_type = ?, created_at = ? WHERE did = ? AND cid = ?",
                  (key, mime, now, did, cid))
-    return mime, old_key, True
+    return mime, old_key, True, False
 
 
 def _clear_temp_key(conn: sqlite3.Connection, did: str, cid: str, key: str) -> None:
@@ -175,7 +179,7 @@ class BlobService:
             stored = True
             cid = CID.from_digest(hasher.digest(), RAW)
             mime = choose_mime(sniff_mime(bytes(head)), declared_mime(content_type))
-            mime, old_key, keep = await self.db.write(_track_upload, did, str(cid), mime, size, key)
+            mime, old_key, keep, referenced = await self.db.write(_track_upload, did, str(cid), mime, size, key)
         except BaseException:
             if stored:
                 await self._quiet_delete_temp(key)
@@ -186,6 +190,8 @@ class BlobService:
             await self._quiet_delete_temp(key)
         if old_key is not None:
             await self._quiet_delete_temp(old_key)
+        if referenced:
+            await self.make_permanent(did, [cid])
         return {"$type": "blob", "ref": {"$link": str(cid)}, "mimeType": mime, "size": size}
 
     async def _quiet_delete_temp(self, key: str) -> None:
