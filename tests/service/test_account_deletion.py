@@ -6,6 +6,7 @@ leaves behind (nothing but the #account tombstone event)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import os
 import sqlite3
@@ -16,9 +17,9 @@ import time
 import httpx
 import pytest
 
-from squall.accounts import deletion
+from squall.accounts import operator_tokens
 from squall.atproto import dagcbor
-from squall.store.migrations import apply_migrations
+from squall.store.migrations import MIGRATIONS, _split_sql, apply_migrations
 from squall.xrpc.errors import InvalidRequest
 from tests.helpers.accounts import PASSWORD, assert_error, bearer, create_account, db_rows, signup
 from tests.helpers.pds import PdsProcess
@@ -31,7 +32,7 @@ POST = "app.bsky.feed.post"
 GRACE = 3600
 # Every table that holds rows of an account; after a deletion none may name its DID.
 PER_DID_TABLES = ("account", "refresh_token", "app_password", "account_pref", "repo_root", "repo_block",
-                  "record", "record_blob", "blob", "account_delete_token")
+                  "record", "record_blob", "blob", "account_token")
 
 _names = itertools.count()
 
@@ -104,7 +105,7 @@ async def test_admin_delete_removes_everything_and_leaves_the_tombstone(pds, c, 
     (temp,) = db_rows(pds, "SELECT temp_key FROM blob WHERE did = ? AND temp_key IS NOT NULL", (did,))
     temp_file = pds.data_dir / "tmp" / temp["temp_key"]
     assert blob_file.exists() and temp_file.exists()
-    assert set(rows_left(pds, did)) == set(PER_DID_TABLES) - {"account_delete_token"}
+    assert set(rows_left(pds, did)) == set(PER_DID_TABLES) - {"account_token"}
 
     subscriber = asyncio.create_task(collect(stream_url(pds.url), count=1, timeout=15))
     await asyncio.sleep(0.5)
@@ -269,22 +270,55 @@ def test_tokens_expire_and_compare_loosely(tmp_path):
     apply_migrations(conn, "test")
     conn.execute("INSERT INTO account (did, handle, signing_key_alg, signing_key, created_at) "
                  "VALUES ('did:web:t.localhost', 't.localhost', 'ES256K', x'01', '2024-01-01T00:00:00.000Z')")
-    token, expires = deletion.issue_token(conn, "did:web:t.localhost", now=1_000)
-    assert expires == 1_000 + deletion.DELETE_TOKEN_TTL
-    deletion.check_token(conn, "did:web:t.localhost", token, now=expires - 1)
-    deletion.check_token(conn, "did:web:t.localhost", f"  {token.lower()} ", now=expires - 1)
+    did, delete = "did:web:t.localhost", operator_tokens.PURPOSE_DELETE
+    token, expires = operator_tokens.issue(conn, did, delete, now=1_000)
+    assert expires == 1_000 + operator_tokens.TOKEN_TTL
+    operator_tokens.check(conn, did, delete, token, now=expires - 1)
+    operator_tokens.check(conn, did, delete, f"  {token.lower()} ", now=expires - 1)
     with pytest.raises(InvalidRequest) as err:
-        deletion.check_token(conn, "did:web:t.localhost", token, now=expires)
+        operator_tokens.check(conn, did, delete, token, now=expires)
     assert err.value.name == "ExpiredToken"
     with pytest.raises(InvalidRequest) as err:
-        deletion.check_token(conn, "did:web:t.localhost", "ZZZZZ-ZZZZZ", now=1_000)
+        operator_tokens.check(conn, did, delete, "ZZZZZ-ZZZZZ", now=1_000)
     assert err.value.name == "InvalidToken"
     with pytest.raises(InvalidRequest) as err:
-        deletion.issue_token(conn, "did:web:other.localhost")
+        operator_tokens.issue(conn, "did:web:other.localhost", delete)
     assert err.value.name == "AccountNotFound"
     # the token is stored only as a digest
-    (stored,) = conn.execute("SELECT token_hash FROM account_delete_token").fetchone()
+    (stored,) = conn.execute("SELECT token_hash FROM account_token").fetchone()
     assert token not in stored and len(stored) == 64
+    # a token of the other purpose lives beside it and does not stand in for it
+    plc_token, _ = operator_tokens.issue(conn, did, operator_tokens.PURPOSE_PLC, now=1_000)
+    with pytest.raises(InvalidRequest) as err:
+        operator_tokens.check(conn, did, delete, plc_token, now=1_000)
+    assert err.value.name == "InvalidToken"
+    operator_tokens.check(conn, did, delete, token, now=1_000)
+    # consuming uses it up
+    operator_tokens.consume(conn, did, operator_tokens.PURPOSE_PLC, plc_token, now=1_000)
+    with pytest.raises(InvalidRequest) as err:
+        operator_tokens.consume(conn, did, operator_tokens.PURPOSE_PLC, plc_token, now=1_000)
+    assert err.value.name == "InvalidToken"
+
+
+def test_v4_deletion_tokens_survive_the_upgrade(tmp_path):
+    # v5 moved the deletion tokens into the general account_token table.
+    conn = sqlite3.connect(tmp_path / "t.sqlite", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    for version, sql in MIGRATIONS:
+        if version <= 4:
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute("INSERT INTO account (did, handle, signing_key_alg, signing_key, created_at) "
+                 "VALUES ('did:web:u.localhost', 'u.localhost', 'ES256K', x'01', '2024-01-01T00:00:00.000Z')")
+    digest = hashlib.sha256(b"ABCDE-FGHIJ").hexdigest()
+    conn.execute("INSERT INTO account_delete_token (did, token_hash, expires_at) VALUES (?, ?, ?)",
+                 ("did:web:u.localhost", digest, 5_000))
+    assert apply_migrations(conn, "test") >= 5
+    assert [tuple(r) for r in conn.execute("SELECT did, purpose, token_hash, expires_at FROM account_token")] == [
+        ("did:web:u.localhost", "delete", digest, 5_000)]
+    operator_tokens.check(conn, "did:web:u.localhost", operator_tokens.PURPOSE_DELETE, "abcde-fghij", now=4_999)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'account_delete_token'").fetchone() is None
 
 
 # -- operator commands ------------------------------------------------------------------------------------

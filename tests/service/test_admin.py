@@ -90,7 +90,7 @@ def test_delete_token_route_is_admin_only(pds, c):
     for headers in ({}, user["headers"]):
         r = c.post("/xrpc/_admin/account-delete-token", json={"did": user["did"]}, headers=headers)
         assert_error(r, 401, "AuthenticationRequired")
-    assert db_rows(pds, "SELECT did FROM account_delete_token WHERE did = ?", (user["did"],)) == []
+    assert db_rows(pds, "SELECT did FROM account_token WHERE did = ?", (user["did"],)) == []
 
 
 # -- account info ------------------------------------------------------------------------------------

@@ -147,14 +147,19 @@ def _account_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _account_delete_token(args: argparse.Namespace) -> int:
-    base, password = _admin_target()
-    did = _resolve_account(base, args.account)
-    data = _xrpc(base, "_admin/account-delete-token", body={"did": did}, auth=("admin", password))
-    print(f"did:      {data['did']}")
-    print(f"token:    {data['token']}")
-    print(f"expires:  {data['expiresAt']}")
-    return 0
+def _account_token(route: str):
+    """An operator command that issues the account holder a token through ``_admin/<route>``."""
+
+    def issue(args: argparse.Namespace) -> int:
+        base, password = _admin_target()
+        did = _resolve_account(base, args.account)
+        data = _xrpc(base, f"_admin/{route}", body={"did": did}, auth=("admin", password))
+        print(f"did:      {data['did']}")
+        print(f"token:    {data['token']}")
+        print(f"expires:  {data['expiresAt']}")
+        return 0
+
+    return issue
 
 
 def _account_takedown(args: argparse.Namespace) -> int:
@@ -226,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         "delete-token", help="issue a token the account holder can delete their own account with "
                              "(com.atproto.server.deleteAccount; Squall sends no e-mail)")
     delete_token.add_argument("account", help="DID or handle")
-    delete_token.set_defaults(func=_operator(_account_delete_token))
+    delete_token.set_defaults(func=_operator(_account_token("account-delete-token")))
+    plc_token = account_sub.add_parser(
+        "plc-token", help="issue a token with which the account holder has this PDS sign a PLC operation "
+                          "(com.atproto.identity.signPlcOperation, to move the account away; Squall sends no e-mail)")
+    plc_token.add_argument("account", help="DID or handle")
+    plc_token.set_defaults(func=_operator(_account_token("account-plc-token")))
     takedown = account_sub.add_parser("takedown", help="take an account down (or --reverse it)")
     takedown.add_argument("account", help="DID or handle")
     takedown.add_argument("--ref", help="your reference for the takedown (default: the current time)")

@@ -2,7 +2,7 @@
 ``squall account delete`` (semantics of the reference PDS; https://atproto.com/specs/sync#account-status).
 
 Everything the account owns goes in ONE transaction: its account row (and with it the refresh
-tokens, app passwords, preferences, repo root and deletion token), records, repo blocks and blob
+tokens, app passwords, preferences, repo root and operator tokens), records, repo blocks and blob
 references. Its blob rows are stamped unreferenced since the epoch, so the blob garbage collector
 removes their bytes at its next sweep without waiting for the grace period (nothing can refer to
 them any more) and with its usual retry when the store fails. The same transaction appends
@@ -15,23 +15,19 @@ a deletion does not tombstone the DID, as in the reference) — a did:web docume
 being served, because ``/.well-known/did.json`` only answers for local accounts.
 
 Self-service deletion needs a token the reference e-mails (requestAccountDelete). Squall sends no
-mail, so the operator issues it (``squall account delete-token``): it is stored as a SHA-256 digest,
-valid for :data:`DELETE_TOKEN_TTL` seconds, and the user presents it with their password.
+mail, so the operator issues it (``squall account delete-token``; ``squall.accounts.operator_tokens``,
+purpose ``delete``), and the user presents it with their password.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import sqlite3
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..store.sequencer import now_iso
-from ..xrpc.errors import InvalidRequest
-from . import events
+from . import events, operator_tokens
+from .operator_tokens import AccountNotFound
 from .store import get_by_did_sync
 
 if TYPE_CHECKING:
@@ -41,14 +37,6 @@ STATUS_DELETED = "deleted"
 # The GC collects blobs whose ``unreferenced_since`` is older than its grace cutoff; this is older
 # than any cutoff.
 UNREFERENCED_SINCE_DELETION = "1970-01-01T00:00:00.000Z"
-DELETE_TOKEN_TTL = 3600  # the reference's e-mailed tokens live 15 minutes; an operator hands this on by hand
-_TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-
-
-class AccountNotFound(InvalidRequest):
-    def __init__(self, did: str):
-        super().__init__(f"Account not found: {did}", "AccountNotFound")
-
 
 @dataclass(frozen=True)
 class DeletedAccount:
@@ -77,7 +65,7 @@ def delete_account(conn: sqlite3.Connection, did: str) -> DeletedAccount:
     conn.execute("DELETE FROM did_cache WHERE did = ?", (did,))
     # The foreign keys cascade these with the account row; deleting them by name keeps the
     # deletion whole even on a connection without PRAGMA foreign_keys.
-    for table in ("refresh_token", "app_password", "account_pref", "repo_root", "account_delete_token"):
+    for table in ("refresh_token", "app_password", "account_pref", "repo_root", "account_token"):
         conn.execute(f"DELETE FROM {table} WHERE did = ?", (did,))
     conn.execute("DELETE FROM account WHERE did = ?", (did,))
     seq = events.account(conn, did, STATUS_DELETED, now_iso())
@@ -98,49 +86,7 @@ async def delete(ctx: "AppContext", did: str, *, token: str | None = None) -> De
     return deleted
 
 
-# -- deletion tokens -------------------------------------------------------------------------------
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.strip().upper().encode()).hexdigest()
-
-
-def generate_token() -> str:
-    """``XXXXX-XXXXX`` in base32 letters, as the reference's e-mail tokens look (50 bits)."""
-    raw = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(10))
-    return f"{raw[:5]}-{raw[5:]}"
-
-
-def issue_token(conn: sqlite3.Connection, did: str, now: int | None = None) -> tuple[str, int]:
-    """A new deletion token for ``did`` (replacing any earlier one); returns (token, expires_at)."""
-    if get_by_did_sync(conn, did) is None:
-        raise AccountNotFound(did)
-    now = int(time.time()) if now is None else now
-    token = generate_token()
-    expires_at = now + DELETE_TOKEN_TTL
-    conn.execute(
-        "INSERT INTO account_delete_token (did, token_hash, expires_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (did) DO UPDATE SET token_hash = excluded.token_hash, expires_at = excluded.expires_at",
-        (did, _digest(token), expires_at),
-    )
-    return token, expires_at
-
-
-def verify_token(stored: tuple[str, int] | None, token: str, now: int) -> None:
-    """Raise InvalidToken / ExpiredToken unless ``token`` matches the stored (digest, expires_at)."""
-    if stored is None or not hmac.compare_digest(stored[0], _digest(token)):
-        raise InvalidRequest("Token is invalid", "InvalidToken")
-    if stored[1] <= now:
-        raise InvalidRequest("Token is expired", "ExpiredToken")
-
-
-def check_token(conn: sqlite3.Connection, did: str, token: str, now: int | None = None) -> None:
-    """Raise InvalidToken / ExpiredToken unless ``token`` is the live deletion token of ``did``."""
-    row = conn.execute("SELECT token_hash, expires_at FROM account_delete_token WHERE did = ?", (did,)).fetchone()
-    verify_token(tuple(row) if row is not None else None, token, int(time.time()) if now is None else now)
-
-
 def delete_with_token(conn: sqlite3.Connection, did: str, token: str) -> DeletedAccount:
-    """Check the token and delete, in one transaction (a token is good for one deletion)."""
-    check_token(conn, did, token)
+    """Check the deletion token and delete, in one transaction (a token is good for one deletion)."""
+    operator_tokens.check(conn, did, operator_tokens.PURPOSE_DELETE, token)
     return delete_account(conn, did)

@@ -173,7 +173,22 @@ CREATE TABLE account_delete_token (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+# v5: the operator-issued tokens serve more than deletion (``squall.accounts.operator_tokens``):
+# one live token per account AND purpose ('delete', 'plc'). The v4 deletion tokens are kept.
+_V5 = """
+CREATE TABLE account_token (
+  did        TEXT NOT NULL REFERENCES account(did) ON DELETE CASCADE,
+  purpose    TEXT NOT NULL,                      -- 'delete' | 'plc'
+  token_hash TEXT NOT NULL,                      -- SHA-256 hex of the token
+  expires_at INTEGER NOT NULL,                   -- unix seconds
+  PRIMARY KEY (did, purpose)
+) WITHOUT ROWID;
+INSERT INTO account_token (did, purpose, token_hash, expires_at)
+  SELECT did, 'delete', token_hash, expires_at FROM account_delete_token;
+DROP TABLE account_delete_token;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -14,7 +14,8 @@ Squall sends no e-mail, so:
   ``com.atproto.server.deleteAccount``. The operator can also delete the account outright
   (``com.atproto.admin.deleteAccount``, ``squall account delete``).
 
-Feature module: ``routes`` adds the token route. Taken-down records are left out by the record
+Feature module: ``routes`` adds the operator's token routes (deletion, and PLC signing for a user
+moving away: ``squall account plc-token``, see ``squall.xrpc.migration``). Taken-down records are left out by the record
 reader itself (``squall.repo.reader``).
 """
 
@@ -22,14 +23,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..accounts import deletion, invites, status, takedown
+from ..accounts import deletion, invites, operator_tokens, status, takedown
 from ..accounts.events import wake_firehose
 from ..accounts.sessions import MAX_PASSWORD_LENGTH
 from ..accounts.signup import check_password, is_valid_email
@@ -53,7 +53,11 @@ MAX_INFOS = 500
 MAX_CODES = 1000
 MAX_REF_LENGTH = 1024
 SMALL_BODY = 100_000
-TOKEN_ROUTE = "/xrpc/_admin/account-delete-token"
+# The operator's token routes (``squall account delete-token`` / ``plc-token``): path -> purpose.
+TOKEN_ROUTES = {
+    "/xrpc/_admin/account-delete-token": operator_tokens.PURPOSE_DELETE,
+    "/xrpc/_admin/account-plc-token": operator_tokens.PURPOSE_PLC,
+}
 
 NO_MAIL = "This PDS sends no e-mail. "
 DELETE_HOWTO = ("To delete your account, ask the operator of this server for an account-deletion "
@@ -65,20 +69,26 @@ DELETE_HOWTO = ("To delete your account, ask the operator of this server for an 
 
 
 def routes(app: Any, get_ctx: Callable[[], Any]) -> None:
-    @app.post(TOKEN_ROUTE)
-    async def account_delete_token(request: Request) -> Response:
+    for path, purpose in TOKEN_ROUTES.items():
+        app.post(path)(_token_route(purpose, get_ctx))
+
+
+def _token_route(purpose: str, get_ctx: Callable[[], Any]) -> Callable[[Request], Any]:
+    async def issue_account_token(request: Request) -> Response:
         ctx = get_ctx()
         try:
             await ctx.verifier.verify(Auth.ADMIN, request.headers.get("authorization"))
             body = _json_object(await read_body_capped(request, 4096))
             did = _did(body.get("did"), "Input/did")
-            token, expires_at = await ctx.db.write(deletion.issue_token, did)
+            token, expires_at = await ctx.db.write(operator_tokens.issue, did, purpose)
         except XRPCError as err:
             return error_response(err)
         account = await get_by_did(ctx.db, did)
-        ctx.log.info("account deletion token issued", extra={"did": did})
+        ctx.log.info("account token issued", extra={"did": did, "purpose": purpose})
         return JSONResponse({"did": did, "handle": account.handle if account else None, "token": token,
                              "expiresAt": _iso(expires_at)})
+
+    return issue_account_token
 
 
 def _iso(unix: int) -> str:
@@ -509,8 +519,7 @@ async def delete_account(req: XrpcRequest) -> None:
     account = await get_by_did(ctx.db, did)
     if account is None:
         raise InvalidRequest("account not found", "AccountNotFound")
-    row = await ctx.db.fetchone("SELECT token_hash, expires_at FROM account_delete_token WHERE did = ?", (did,))
-    deletion.verify_token(tuple(row) if row is not None else None, token, int(time.time()))
+    await operator_tokens.precheck(ctx.db, did, operator_tokens.PURPOSE_DELETE, token)
     if account.password_hash is None or not await verify_password(ctx.hasher, account.password_hash, password):
         raise AuthRequired("Invalid did or password")
     await deletion.delete(ctx, did, token=token)
