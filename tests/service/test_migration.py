@@ -1,9 +1,10 @@
 """Account migration between two real Squall servers on one PLC directory double
 (https://atproto.com/guides/account-migration).
 
-The identity update uses submitPlcOperation on the NEW server with an operation the test signs
-with the OLD server's rotation key (read from its data directory's secrets): Squall sends no mail,
-so it has no requestPlcOperationSignature / signPlcOperation of its own.
+The identity update goes as with the reference PDS, with Squall's twist that no e-mail is sent:
+the OLD server's operator issues a PLC token (``squall account plc-token``), the user has the OLD
+server sign the operation (signPlcOperation, with the NEW server's getRecommendedDidCredentials)
+and submits it on the NEW server (submitPlcOperation).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -210,33 +213,41 @@ def test_full_migration_between_two_squall_servers(old, new, plc):
     assert r.status_code == 200 and r.json()["blob"]["ref"] == blob["ref"], r.text
     assert new_c.get("/xrpc/com.atproto.repo.listMissingBlobs", headers=auth_new).json()["blobs"] == []
 
-    # 4. the identity: the operation the user asks for is checked, then sent to the directory.
+    # 4. the identity: the old server's operator issues a PLC token (Squall mails none), the old
+    # server signs the operation the new one recommends, the new one checks and publishes it.
+    r = old_c.post("/xrpc/com.atproto.identity.requestPlcOperationSignature", headers=auth_old)
+    assert "squall account plc-token" in assert_error(r, 400, "InvalidRequest")["message"]
     recommended = new_c.get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", headers=auth_new).json()
     new_key_did = recommended["verificationMethods"]["atproto"]
     assert new_key_did != old_key.did_key()
     last = plc.log(did)[-1]
-    rotation = Secp256k1Keypair.from_private_hex(
-        (old.data_dir / "secrets" / "plc_rotation_key.k256.hex").read_text().strip())
 
-    def op_with(**changes) -> dict:
-        unsigned = {"type": "plc_operation", "rotationKeys": recommended["rotationKeys"],
-                    "verificationMethods": recommended["verificationMethods"],
-                    "alsoKnownAs": recommended["alsoKnownAs"], "services": recommended["services"],
-                    "prev": str(plc_ops.op_cid(last)), **changes}
-        return plc_ops.sign_op(unsigned, rotation)
+    def signed_by_old(**changes) -> dict:
+        return sign_on(old, auth_old, plc_token(old, did), **{**recommended, **changes})
 
-    wrong_endpoint = op_with(services={"atproto_pds": {"type": "AtprotoPersonalDataServer", "endpoint": old.url}})
-    wrong_key = op_with(verificationMethods={"atproto": old_key.did_key()})
+    wrong_endpoint = signed_by_old(services={"atproto_pds": {"type": "AtprotoPersonalDataServer", "endpoint": old.url}})
+    wrong_key = signed_by_old(verificationMethods={"atproto": old_key.did_key()})
     for bad, fragment in ((wrong_endpoint, "endpoint"), (wrong_key, "signing key")):
         r = new_c.post("/xrpc/com.atproto.identity.submitPlcOperation", headers=auth_new, json={"operation": bad})
         assert fragment in assert_error(r, 400, "InvalidRequest")["message"]
     assert len(plc.log(did)) == 1
+    cli = squall(old, "account", "plc-token", handle)
+    assert cli.returncode == 0, cli.stderr
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in cli.stdout.strip().splitlines())}
+    assert fields["did"] == did
+    operation = sign_on(old, auth_old, fields["token"], **recommended)
+    assert operation["prev"] == str(plc_ops.op_cid(last)) and operation["rotationKeys"] == recommended["rotationKeys"]
+    assert len(plc.log(did)) == 1  # signed, not published
     r = new_c.post("/xrpc/com.atproto.identity.submitPlcOperation", headers=auth_new,
-                   json={"operation": op_with()})
+                   json={"operation": operation})
     assert r.status_code == 200, r.text
+    assert plc.log(did)[-1] == operation
     doc = fetch_did_doc(did, plc_url=plc.url)
     assert signing_key(doc).did_key() == new_key_did
     assert doc["service"][0]["serviceEndpoint"] == f"http://localhost:{new.port}"
+    # the old server's rotation key is gone from the DID: it can sign nothing more for it
+    r = sign_request(old, auth_old, {"token": plc_token(old, did)})
+    assert "no longer a rotation key" in assert_error(r, 400, "InvalidRequest")["message"]
 
     # 5. activate on the new server, deactivate on the old.
     assert new_c.post("/xrpc/com.atproto.server.activateAccount", headers=auth_new).status_code == 200
@@ -278,6 +289,32 @@ def test_full_migration_between_two_squall_servers(old, new, plc):
     assert r.status_code == 200 and r.content == PNG
     old_c.close()
     new_c.close()
+
+
+def squall(pds: PdsProcess, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "squall.cli", *args], env=pds.env(), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def plc_token(pds: PdsProcess, did: str) -> str:
+    """A PLC token, issued as the operator does (the admin route behind ``squall account plc-token``)."""
+    with pds.client() as c:
+        r = c.post("/xrpc/_admin/account-plc-token", json={"did": did}, auth=("admin", pds.admin_password()))
+    assert r.status_code == 200, r.text
+    assert r.json()["did"] == did and r.json()["expiresAt"].endswith("Z")
+    return r.json()["token"]
+
+
+def sign_request(pds: PdsProcess, headers: dict, body: dict) -> httpx.Response:
+    with pds.client() as c:
+        return c.post("/xrpc/com.atproto.identity.signPlcOperation", headers=headers, json=body)
+
+
+def sign_on(pds: PdsProcess, headers: dict, token: str, **fields) -> dict:
+    r = sign_request(pds, headers, {"token": token, **fields})
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"operation"}
+    return r.json()["operation"]
 
 
 def export_as_owner(pds: PdsProcess, did: str, access: str) -> bytes:
@@ -452,3 +489,100 @@ async def test_a_streamed_car_over_the_limit_is_refused_before_anything_is_store
         await importer.import_repo(ctx, "did:plc:abcdefghijklmnopqrstuvwx", body(), no_keys, max_bytes=5000)
     assert len(chunks_sent) <= 6
     assert list((Path(tmp_path) / "tmp").iterdir()) == []
+
+
+# -- moving out: signPlcOperation on the old server ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web_pds(tmp_path_factory):
+    """A server whose accounts are did:web (the default for a localhost hostname)."""
+    with PdsProcess(tmp_path_factory.mktemp("web") / "data") as proc:
+        yield proc
+
+
+def expire_tokens(pds: PdsProcess, did: str) -> None:
+    # An hour-long token cannot be waited out in a test; move its expiry into the past instead.
+    with closing(sqlite3.connect(pds.data_dir / "pds.sqlite", timeout=10)) as conn:
+        conn.execute("UPDATE account_token SET expires_at = 1 WHERE did = ?", (did,))
+        conn.commit()
+
+
+def test_sign_plc_operation_wants_a_live_single_use_plc_token(old, plc):
+    user = signup(old, "leaver")
+    did, auth = user["did"], bearer(user["accessJwt"])
+    body = assert_error(sign_request(old, auth, {}), 400, "InvalidRequest")
+    assert "squall account plc-token" in body["message"]
+    assert_error(sign_request(old, auth, {"token": "AAAAA-BBBBB"}), 400, "InvalidToken")
+    assert_error(sign_request(old, auth, {"token": 12345}), 400, "InvalidRequest")
+    assert_error(sign_request(old, auth, {"token": "A" * 65}), 400, "InvalidToken")
+    # a deletion token, or another account's PLC token, is not this account's PLC token
+    with old.client() as c:
+        r = c.post("/xrpc/_admin/account-delete-token", json={"did": did}, auth=("admin", old.admin_password()))
+    assert r.status_code == 200, r.text
+    assert_error(sign_request(old, auth, {"token": r.json()["token"]}), 400, "InvalidToken")
+    other = signup(old, "bystander")
+    assert_error(sign_request(old, auth, {"token": plc_token(old, other["did"])}), 400, "InvalidToken")
+    # expired
+    token = plc_token(old, did)
+    expire_tokens(old, did)
+    assert_error(sign_request(old, auth, {"token": token}), 400, "ExpiredToken")
+    # a refused operation does not use the token up; a signed one does
+    token = plc_token(old, did)
+    for bad, status in (({"rotationKeys": ["not a key"]}, "Invalid PLC operation"),
+                        ({"rotationKeys": "did:key:z"}, "Input/rotationKeys"),
+                        ({"alsoKnownAs": [1]}, "Input/alsoKnownAs"),
+                        ({"services": []}, "Input/services")):
+        assert status in assert_error(sign_request(old, auth, {"token": token, **bad}), 400, "InvalidRequest")["message"]
+    sign_on(old, auth, token)
+    assert_error(sign_request(old, auth, {"token": token}), 400, "InvalidToken")
+    assert len(plc.log(did)) == 1  # nothing was ever published
+
+
+def test_sign_plc_operation_needs_a_full_session(old):
+    user = signup(old, "apppw")
+    auth = bearer(user["accessJwt"])
+    token = plc_token(old, user["did"])
+    with old.client() as c:
+        for privileged in (False, True):
+            r = c.post("/xrpc/com.atproto.server.createAppPassword", headers=auth,
+                       json={"name": f"app{privileged}", "privileged": privileged})
+            assert r.status_code == 200, r.text
+            r = c.post("/xrpc/com.atproto.server.createSession",
+                       json={"identifier": user["handle"], "password": r.json()["password"]})
+            assert r.status_code == 200, r.text
+            app_auth = bearer(r.json()["accessJwt"])
+            assert_error(sign_request(old, app_auth, {"token": token}), 403, "InvalidToken")
+            r = c.post("/xrpc/com.atproto.identity.requestPlcOperationSignature", headers=app_auth)
+            assert_error(r, 403, "InvalidToken")
+        assert_error(sign_request(old, {}, {"token": token}), 401, "AuthenticationRequired")
+    sign_on(old, auth, token)  # the token was not used up by the refusals
+
+
+def test_sign_plc_operation_refuses_a_did_web_account(web_pds):
+    user = signup(web_pds, "webby")
+    assert user["did"].startswith("did:web:")
+    auth = bearer(user["accessJwt"])
+    token = plc_token(web_pds, user["did"])
+    body = assert_error(sign_request(web_pds, auth, {"token": token}), 400, "InvalidRequest")
+    assert "did:web" in body["message"]
+
+
+def test_a_signed_operation_with_the_current_values_is_accepted_by_the_directory(old, plc):
+    user = signup(old, "stayer")
+    did, auth = user["did"], bearer(user["accessJwt"])
+    for _ in range(2):  # the second one chains onto the first
+        last = plc.log(did)[-1]
+        operation = sign_on(old, auth, plc_token(old, did))
+        assert operation["prev"] == str(plc_ops.op_cid(last))
+        assert {k: v for k, v in operation.items() if k not in ("prev", "sig")} == {
+            k: v for k, v in last.items() if k not in ("prev", "sig")}
+        r = httpx.post(f"{plc.url}/{did}", json=operation, timeout=10)
+        assert r.status_code == 200, r.text
+    ops = plc.log(did)
+    assert len(ops) == 3 and ops[-1] == operation
+    plc_ops.verify_log(did, ops)
+    # the same values: the document the directory serves is unchanged
+    doc = fetch_did_doc(did, plc_url=plc.url)
+    assert doc["alsoKnownAs"] == [f"at://{user['handle']}"]
+    assert doc["service"][0]["serviceEndpoint"] == f"http://localhost:{old.port}"

@@ -17,6 +17,12 @@ A user moving here from another PDS ("the old PDS") goes through these steps:
 
 Only did:plc can migrate in: a did:web's document is served by its own host, which this PDS
 cannot take over.
+
+Moving OUT of this PDS, the user needs the identity update signed by this PDS's rotation key
+(:func:`sign_plc_operation`, com.atproto.identity.signPlcOperation). The reference e-mails a token
+first (requestPlcOperationSignature); Squall sends no mail, so the operator issues it
+(``squall account plc-token``, ``squall.accounts.operator_tokens`` purpose ``plc``). The signed
+operation is returned, not published: the new PDS submits it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from ..auth.service_jwt import ServiceJwtError, verify_service_jwt
 from ..identity import plc
 from ..store.sequencer import now_iso
 from ..xrpc.errors import AuthRequired, InvalidRequest, UpstreamFailure
-from . import events, invites
+from . import events, invites, operator_tokens
 from .handles import normalize_new_handle
 from .repo_init import build_initial_repo, store_initial_repo
 from .sessions import mint, store_refresh_token
@@ -206,3 +212,68 @@ async def submit_plc_operation(ctx: "AppContext", did: str, op: Any) -> None:
     await ctx.db.write(announce)
     await events.wake_firehose(ctx)
     ctx.log.info("PLC operation submitted for a migrating account", extra={"did": did})
+
+
+# -- moving out: the identity update the new PDS will submit ---------------------------------------------
+
+
+PLC_TOKEN_HOWTO = ("ask the operator of this server for a PLC token (they run `squall account plc-token "
+                   "<your handle>`) and pass it as `token` to com.atproto.identity.signPlcOperation")
+
+
+async def sign_plc_operation(ctx: "AppContext", did: str, token: str | None, *,
+                             rotation_keys: list[str] | None = None, also_known_as: list[str] | None = None,
+                             verification_methods: dict[str, Any] | None = None,
+                             services: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The operation that follows the DID's last one with the given fields (the last one's values
+    for those left out), signed with this PDS's rotation key; the operator-issued ``plc`` token is
+    used up. Nothing is sent to the directory."""
+    if not plc.is_plc_did(did):
+        if did.startswith("did:web:"):
+            raise InvalidRequest(
+                f"{did} is a did:web: its DID document is served by its own host and has no PLC "
+                "operations, so there is nothing for this PDS to sign (update the document there)")
+        raise InvalidRequest(f"{did} is not a did:plc; there is no PLC operation to sign")
+    if not token:
+        raise InvalidRequest("A token is required to sign a PLC operation: " + PLC_TOKEN_HOWTO)
+    if await get_by_did(ctx.db, did) is None:
+        raise InvalidRequest("Account not found", "AccountNotFound")
+    # The token is checked before the directory is asked; it is used up only once the operation is
+    # signed, in one transaction with the deciding check.
+    await operator_tokens.precheck(ctx.db, did, operator_tokens.PURPOSE_PLC, token)
+    identity = ctx.service("identity")
+    try:
+        last = await identity.plc.get_last_op(did)
+    except plc.PlcUnavailable as exc:
+        raise UpstreamFailure(f"Could not read the last PLC operation of {did}: {exc}") from None
+    if last is None:
+        raise InvalidRequest(f"The PLC directory has no operation for {did}")
+    try:
+        plc.check_op(last)
+    except plc.PlcOpError as exc:
+        raise UpstreamFailure(f"The PLC directory sent an invalid last operation for {did}: {exc}") from None
+    if last["type"] == plc.TOMBSTONE_TYPE:
+        raise InvalidRequest(f"{did} is tombstoned; it cannot be updated")
+    current = plc.normalize_op(last)
+    signer = identity.rotation_key
+    if signer.did_key() not in current["rotationKeys"]:
+        raise InvalidRequest(
+            f"This server's rotation key is no longer a rotation key of {did}, so it cannot sign its "
+            "PLC operations (sign with one of the DID's current rotation keys instead)")
+    unsigned = {
+        "type": plc.OP_TYPE,
+        "rotationKeys": list(current["rotationKeys"] if rotation_keys is None else rotation_keys),
+        "verificationMethods": dict(current["verificationMethods"] if verification_methods is None
+                                    else verification_methods),
+        "alsoKnownAs": list(current["alsoKnownAs"] if also_known_as is None else also_known_as),
+        "services": dict(current["services"] if services is None else services),
+        "prev": str(plc.op_cid(last)),
+    }
+    signed = plc.sign_op(unsigned, signer)
+    try:
+        plc.check_op(signed)
+    except plc.PlcOpError as exc:
+        raise InvalidRequest(f"Invalid PLC operation: {exc}") from None
+    await ctx.db.write(operator_tokens.consume, did, operator_tokens.PURPOSE_PLC, token)
+    ctx.log.info("PLC operation signed for a departing account", extra={"did": did})
+    return signed

@@ -1,15 +1,15 @@
 """Account migration XRPC methods (https://atproto.com/guides/account-migration):
-com.atproto.repo.importRepo and com.atproto.identity.submitPlcOperation.
+com.atproto.repo.importRepo and com.atproto.identity.submitPlcOperation for an account moving in;
+com.atproto.identity.requestPlcOperationSignature and signPlcOperation for one moving out.
 
 createAccount with an existing ``did`` lives with the other account methods (squall.xrpc.server)
 and hands over to ``squall.accounts.migration``; activateAccount and checkAccountStatus there
 serve migrated accounts unchanged. The rules live in ``squall.accounts.migration`` and
 ``squall.repo.importer``; this module reads the input, picks the caller and shapes the output.
 
-Not here: identity.requestPlcOperationSignature / signPlcOperation, with which the OLD PDS signs
-the identity update after e-mailing the user a token. Squall sends no mail; a user leaving a
-Squall PDS gets the operation signed by the operator (see the module docs of
-``squall.accounts.migration``).
+The reference e-mails the token signPlcOperation wants (requestPlcOperationSignature). Squall
+sends no mail: requestPlcOperationSignature answers 400 with the way that works (the operator
+issues the token with ``squall account plc-token``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 
 from starlette.requests import ClientDisconnect
 
-from ..accounts import migration
+from ..accounts import migration, operator_tokens
 from ..accounts.store import get_by_did
 from ..atproto.crypto import PublicKey
 from ..identity import plc
@@ -108,10 +108,44 @@ async def submit_plc_operation(req: XrpcRequest) -> None:
     await migration.submit_plc_operation(req.ctx, req.did, operation)
 
 
+NO_MAIL_PLC = "This PDS sends no e-mail. To have it sign a PLC operation, " + migration.PLC_TOKEN_HOWTO + "."
+
+
+async def request_plc_operation_signature(req: XrpcRequest) -> None:
+    if await get_by_did(req.ctx.db, req.did) is None:
+        raise InvalidRequest("Account not found", "AccountNotFound")
+    raise InvalidRequest(NO_MAIL_PLC)
+
+
+def _string_list(req: XrpcRequest, name: str) -> list[str] | None:
+    values = req.field(name, list, required=False)
+    if values is not None and not all(isinstance(v, str) for v in values):
+        raise InvalidRequest(f"Input/{name} must be a list of strings")
+    return values
+
+
+async def sign_plc_operation(req: XrpcRequest) -> dict[str, Any]:
+    token = req.field("token", str, required=False)
+    if token is not None and len(token) > operator_tokens.MAX_TOKEN_LENGTH:
+        raise InvalidRequest("Token is invalid", "InvalidToken")
+    operation = await migration.sign_plc_operation(
+        req.ctx, req.did, token,
+        rotation_keys=_string_list(req, "rotationKeys"),
+        also_known_as=_string_list(req, "alsoKnownAs"),
+        verification_methods=req.field("verificationMethods", dict, required=False),
+        services=req.field("services", dict, required=False),
+    )
+    return {"operation": operation}
+
+
 METHODS = (
     # max_body is not used for raw input (the importer bounds the stream itself); it states the limit.
     Method("com.atproto.repo.importRepo", "procedure", import_repo_handler, Auth.ACCESS, input="bytes",
            max_body=MAX_IMPORT_BYTES),
     Method("com.atproto.identity.submitPlcOperation", "procedure", submit_plc_operation, Auth.FULL,
            max_body=100_000),
+    Method("com.atproto.identity.requestPlcOperationSignature", "procedure", request_plc_operation_signature,
+           Auth.FULL, input=None, max_body=100_000),
+    Method("com.atproto.identity.signPlcOperation", "procedure", sign_plc_operation, Auth.FULL,
+           errors=("InvalidToken", "ExpiredToken"), max_body=100_000),
 )
