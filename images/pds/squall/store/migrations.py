@@ -188,7 +188,43 @@ INSERT INTO account_token (did, purpose, token_hash, expires_at)
 DROP TABLE account_delete_token;
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
+_V6 = """
+-- OAuth (squall.oauth): pushed authorization requests (and the code each one yields), grant
+-- sessions with their current refresh token, and spent refresh tokens (reuse revokes the session).
+CREATE TABLE oauth_request (
+  id              TEXT PRIMARY KEY,               -- the request_uri's random part
+  client_id       TEXT NOT NULL,
+  client_auth     TEXT NOT NULL,                  -- 'none' | 'private_key_jwt'
+  dpop_jkt        TEXT NOT NULL,                  -- thumbprint of the DPoP key used at PAR
+  params          TEXT NOT NULL,                  -- JSON of the validated authorization parameters
+  expires_at      INTEGER NOT NULL,               -- unix seconds
+  failed_logins   INTEGER NOT NULL DEFAULT 0,
+  did             TEXT,                           -- set on approval
+  code            TEXT UNIQUE,                    -- SHA-256 hex of the authorization code
+  code_expires_at INTEGER,
+  session_id      TEXT                            -- set when the code is exchanged (reuse revokes it)
+);
+CREATE TABLE oauth_session (
+  id                 TEXT PRIMARY KEY,
+  did                TEXT NOT NULL REFERENCES account(did) ON DELETE CASCADE,
+  client_id          TEXT NOT NULL,
+  client_auth        TEXT NOT NULL,
+  dpop_jkt           TEXT NOT NULL,
+  scope              TEXT NOT NULL,
+  created_at         INTEGER NOT NULL,
+  expires_at         INTEGER NOT NULL,            -- the whole grant's end (shorter for public clients)
+  refresh_hash       TEXT NOT NULL UNIQUE,        -- SHA-256 hex of the current refresh token
+  refresh_expires_at INTEGER NOT NULL
+);
+CREATE INDEX oauth_session_did ON oauth_session(did);
+CREATE TABLE oauth_spent_refresh (
+  refresh_hash TEXT PRIMARY KEY,
+  session_id   TEXT NOT NULL,
+  expires_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6))
 LATEST = MIGRATIONS[-1][0]
 
 
