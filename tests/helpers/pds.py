@@ -39,6 +39,9 @@ class PdsProcess:
             "PDS_DEV_MODE": "true",
             "PDS_INVITE_REQUIRED": "false",
             "PDS_LOG_LEVEL": "info",
+            # Tests and benchmarks make thousands of calls from one address; tests/service/
+            # test_ratelimit.py turns the limits back on.
+            "PDS_RATE_LIMITS_ENABLED": "false",
         })
         env.update(self.env_extra)
         return env

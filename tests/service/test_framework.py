@@ -93,8 +93,8 @@ def test_port_precedence_and_defaults():
     assert s.hostname == "localhost" and s.did_method == "web" and s.port == 2583
     s, _ = load_settings({"PDS_HOSTNAME": "pds.example.com"})
     assert s.did_method == "plc" and s.service_handle_domains == [".pds.example.com"]
-    s, warnings = load_settings({"PDS_RATE_LIMITS_ENABLED": "true"})
-    assert any("PDS_RATE_LIMITS_ENABLED" in w for w in warnings)
+    s, warnings = load_settings({"PDS_RATE_LIMIT_BYPASS_KEY": "x"})
+    assert any("PDS_RATE_LIMIT_BYPASS_KEY" in w for w in warnings)
     s, warnings = load_settings({"PDS_EMAIL_SMTP_URL": "smtps://user:pw@mail.example"})
     assert any(w.startswith("PDS_EMAIL_SMTP_URL ignored: ") for w in warnings)
     assert not any("user:pw" in w for w in warnings)  # the value (a credential) is never echoed

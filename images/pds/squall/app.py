@@ -39,7 +39,7 @@ from .xrpc.registry import Auth, Registry
 
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order. Imported here, not at module level, to keep import light."""
-    from . import firehose, identity, repo
+    from . import firehose, identity, ratelimit, repo
     from .xrpc import blobs, server, sync
     from .xrpc import admin, preferences, proxy
     from .xrpc import repo as repo_xrpc
@@ -48,7 +48,7 @@ def feature_modules() -> list[ModuleType]:
     # starts after identity, which resolves the DIDs an atproto-proxy header names.
     from .xrpc import migration  # account migration in (createAccount with a did lives in server)
 
-    return [firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences, admin, migration]
+    return [ratelimit, firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences, admin, migration]
 
 
 def build_app(settings: Settings, *, log: logging.Logger | None = None,

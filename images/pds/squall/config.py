@@ -28,9 +28,7 @@ class ConfigError(Exception):
 IGNORED_REFERENCE_NAMES = frozenset(
     {
         "PDS_BLOBSTORE_DISK_TMP_LOCATION",  # uploads are staged under <data>/tmp
-        "PDS_RATE_LIMITS_ENABLED",
-        "PDS_RATE_LIMIT_BYPASS_KEY",
-        "PDS_RATE_LIMIT_BYPASS_IPS",
+        "PDS_RATE_LIMIT_BYPASS_KEY",  # PDS_RATE_LIMIT_BYPASS_IPS covers the operator's own clients
         "PDS_REDIS_SCRATCH_ADDRESS",
         "PDS_REDIS_SCRATCH_PASSWORD",
         "PDS_ACCOUNT_DB_LOCATION",
@@ -131,9 +129,11 @@ class Settings(BaseModel):
     # Operations
     log_level: str = "info"
     trust_proxy_headers: bool = False
+    rate_limits_enabled: bool = True
+    rate_limit_bypass_ips: CommaList = []  # addresses or networks (CIDR) exempt from rate limits
     db_readers: int = Field(default=2, ge=1, le=16)
 
-    @field_validator("service_handle_domains", "crawlers", mode="before")
+    @field_validator("service_handle_domains", "crawlers", "rate_limit_bypass_ips", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -285,6 +285,11 @@ def _check_consistency(s: Settings, env: Mapping[str, str], warnings: list[str])
         fail("PDS_ADMIN_PASSWORD", "must be at least 8 characters")
     if s.admin_token_hash is not None and not s.admin_token_hash.startswith("$argon2"):
         fail("PDS_ADMIN_TOKEN_HASH", "must be an argon2 hash (see `squall admin hash-token`)")
+    for entry in s.rate_limit_bypass_ips:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            fail("PDS_RATE_LIMIT_BYPASS_IPS", f"{entry!r} is not an IP address or network")
     for crawler in s.crawlers:
         if not crawler.startswith(("https://", "http://")):
             fail("PDS_CRAWLERS", f"{crawler!r} must be an http(s) URL")

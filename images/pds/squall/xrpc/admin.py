@@ -39,6 +39,7 @@ from ..atproto.cid import CID
 from ..atproto.errors import AtprotoError, InvalidSyntax
 from ..auth.passwords import hash_password, verify_password
 from ..identity.handles import HandleError, check_handle
+from ..ratelimit import DAY, HOUR, MINUTE, KeyBy, RateLimit
 from .dispatch import error_response, read_body_capped
 from .errors import AuthRequired, InvalidRequest, XRPCError
 from .identity import change_handle
@@ -548,7 +549,10 @@ METHODS = (
     Method("com.atproto.admin.getInviteCodes", "query", get_invite_codes, Auth.ADMIN),
     Method("com.atproto.admin.sendEmail", "procedure", send_email, Auth.ADMIN, max_body=SMALL_BODY),
     Method("com.atproto.server.requestAccountDelete", "procedure", request_account_delete, Auth.FULL,
-           input=None, max_body=SMALL_BODY),
+           input=None, max_body=SMALL_BODY,
+           rate_limits=(RateLimit("request-account-delete-hour", 5, HOUR, KeyBy.DID),
+                        RateLimit("request-account-delete-day", 15, DAY, KeyBy.DID))),
     Method("com.atproto.server.deleteAccount", "procedure", delete_account, Auth.NONE,
-           errors=("ExpiredToken", "InvalidToken"), max_body=SMALL_BODY),
+           errors=("ExpiredToken", "InvalidToken"), max_body=SMALL_BODY,
+           rate_limits=(RateLimit("delete-account-ip", 50, 5 * MINUTE),)),
 )

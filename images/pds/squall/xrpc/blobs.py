@@ -26,6 +26,7 @@ from ..atproto.tid import is_valid_tid
 from ..auth.verifier import ANONYMOUS, AuthResult
 from ..blobs.service import BlobService
 from ..blobs.store import BlobNotFoundError, BlobStoreError
+from ..ratelimit import DAY, KeyBy, RateLimit
 from .errors import InvalidRequest, PayloadTooLarge, UpstreamFailure, XRPCError
 from .registry import Auth, Method
 from .request import XrpcRequest
@@ -252,7 +253,8 @@ async def list_missing_blobs(req: XrpcRequest) -> dict[str, Any]:
 
 
 METHODS = (
-    Method("com.atproto.repo.uploadBlob", "procedure", upload_blob, Auth.ACCESS, input="bytes"),
+    Method("com.atproto.repo.uploadBlob", "procedure", upload_blob, Auth.ACCESS, input="bytes",
+           rate_limits=(RateLimit("upload-blob-day", 1000, DAY, KeyBy.DID_IP),)),
     Method("com.atproto.repo.listMissingBlobs", "query", list_missing_blobs, Auth.ACCESS, input=None),
     Method("com.atproto.sync.getBlob", "query", get_blob, Auth.NONE, input=None,
            errors=("BlobNotFound", "RepoNotFound", "RepoTakendown", "RepoSuspended", "RepoDeactivated")),

@@ -4,17 +4,19 @@ with a size cap, runs the handler and renders its result or error envelope."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import ratelimit
 from ..atproto import syntax
-from .errors import InvalidRequest, MethodNotImplemented, PayloadTooLarge, XRPCError
+from .errors import InvalidRequest, MethodNotImplemented, PayloadTooLarge, RateLimitExceeded, XRPCError
 from .request import XrpcRequest
 
 if TYPE_CHECKING:
     from ..context import AppContext
+    from .registry import Method
 
 # Called for NSIDs the PDS does not serve itself (service proxying, issue #6). Returns None to
 # fall through to MethodNotImplemented.
@@ -51,14 +53,61 @@ def _json_result(result: Any) -> Response:
     return JSONResponse(result)
 
 
+class _Limits:
+    """The rate limits of one request: consumed in two phases, reported as one set of headers."""
+
+    def __init__(self, ctx: "AppContext", request: Request):
+        self.limiter: ratelimit.RateLimiter | None = ctx.services.get("ratelimit")
+        self.ip = ""
+        self.statuses: list[ratelimit.RateLimitStatus] = []
+        if self.limiter is not None:
+            self.ip = ratelimit.client_ip(request, ctx.settings.trust_proxy_headers)
+            if self.limiter.bypassed(self.ip):
+                self.limiter = None
+
+    def consume(self, limits: Iterable[ratelimit.RateLimit], *, did: str | None = None,
+                identifier: str | None = None) -> None:
+        if self.limiter is None:
+            return
+        for limit in limits:
+            key = ratelimit.limit_key(limit, ip=self.ip, did=did, identifier=identifier)
+            self.statuses.append(self.limiter.consume(limit, key))
+        status = ratelimit.tightest(self.statuses)
+        if status is not None and status.exceeded:
+            raise RateLimitExceeded(headers=status.headers(self.limiter.now()))
+
+    def headers(self) -> dict[str, str]:
+        status = ratelimit.tightest(self.statuses)
+        if status is None or self.limiter is None:
+            return {}
+        return status.headers(self.limiter.now())
+
+
 async def dispatch(ctx: "AppContext", request: Request, nsid: str, fallback: Fallback | None) -> Response:
+    limits = _Limits(ctx, request)
     method = ctx.registry.get(nsid)
+    # Per-IP limits are consumed before anything else: before authentication, so that wrong
+    # passwords (a user's, or the admin's: admin requests are not exempt, or the admin password
+    # could be guessed without limit) count, and before the body is read. Limits keyed by the
+    # caller or by the login identifier need authentication or the body, so come after them.
+    limits.consume((ratelimit.GLOBAL_IP,))
     if method is None:
         if fallback is not None and syntax.is_valid_nsid(nsid):
             proxied = await fallback(ctx, request, nsid)
             if proxied is not None:
-                return proxied
+                return proxied  # the upstream's own rate-limit headers, if any, pass through as sent
         raise MethodNotImplemented()
+    try:
+        response = await _call(ctx, request, method, limits)
+    except XRPCError as err:
+        err.headers = {**limits.headers(), **err.headers}
+        raise
+    response.headers.update(limits.headers())
+    return response
+
+
+async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _Limits) -> Response:
+    limits.consume([limit for limit in method.rate_limits if limit.key.before_auth])
 
     http_method = request.method
     if method.kind == "query" and http_method not in ("GET", "HEAD"):
@@ -85,6 +134,10 @@ async def dispatch(ctx: "AppContext", request: Request, nsid: str, fallback: Fal
             body = {}
     elif method.kind == "procedure" and method.input is None:
         raw = await read_body_capped(request, method.max_body)
+
+    identifier = body.get("identifier") if isinstance(body, dict) else None
+    limits.consume([limit for limit in method.rate_limits if not limit.key.before_auth],
+                   did=auth.did, identifier=identifier if isinstance(identifier, str) else None)
 
     req = XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, params=request.query_params, body=body)
     result = await method.handler(req)

@@ -34,6 +34,7 @@ from ..identity.service import (
     IdentityService,
     IdentityUnavailable,
 )
+from ..ratelimit import DAY, MINUTE, KeyBy, RateLimit
 from .errors import InvalidRequest, UpstreamFailure, XRPCError
 from .registry import Auth, Method
 from .request import XrpcRequest
@@ -122,7 +123,9 @@ METHODS = (
     Method("com.atproto.identity.resolveHandle", "query", resolve_handle, Auth.NONE,
            errors=("HandleNotFound",)),
     Method("com.atproto.identity.updateHandle", "procedure", update_handle, Auth.ACCESS,
-           errors=("InvalidHandle", "HandleNotAvailable", "UnsupportedDomain"), max_body=4096),
+           errors=("InvalidHandle", "HandleNotAvailable", "UnsupportedDomain"), max_body=4096,
+           rate_limits=(RateLimit("update-handle-5m", 10, 5 * MINUTE, KeyBy.DID),
+                        RateLimit("update-handle-day", 50, DAY, KeyBy.DID))),
     Method("com.atproto.identity.getRecommendedDidCredentials", "query", get_recommended_did_credentials,
            Auth.ACCESS),
 )

@@ -1,7 +1,8 @@
 """The XRPC registry: every method the PDS serves, declared as data.
 
 Each namespace module (``squall.xrpc.server``, ``.repo``, ``.sync`` …) exposes ``METHODS``, a
-tuple of ``Method`` values: NSID, kind, auth policy, handler, declared errors and input limits.
+tuple of ``Method`` values: NSID, kind, auth policy, handler, declared errors, input limits and
+rate limits.
 The registry is therefore the table of contents of the API, and the dispatcher
 (``squall.xrpc.dispatch``) is the only place that turns HTTP into calls.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal
 
 from ..atproto import syntax
+from ..ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from .request import XrpcRequest
@@ -46,6 +48,8 @@ class Method:
     # (uploadBlob, importRepo); None means the method takes no input.
     input: Literal["json", "bytes"] | None = "json"
     max_body: int = DEFAULT_JSON_LIMIT
+    # Enforced by the dispatcher on top of the global per-IP limit (squall.ratelimit).
+    rate_limits: tuple[RateLimit, ...] = ()
 
     def __post_init__(self) -> None:
         syntax.ensure_valid_nsid(self.nsid)
