@@ -47,8 +47,9 @@ def feature_modules() -> list[ModuleType]:
     # The firehose starts first (writers find ctx.services["firehose"]) and stops last. The proxy
     # starts after identity, which resolves the DIDs an atproto-proxy header names.
     from .xrpc import migration  # account migration in (createAccount with a did lives in server)
+    from . import oauth  # atproto OAuth: authorization server + DPoP resource server
 
-    return [ratelimit, firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences, admin, migration]
+    return [ratelimit, firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences, admin, migration, oauth]
 
 
 def build_app(settings: Settings, *, log: logging.Logger | None = None,

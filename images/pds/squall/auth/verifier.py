@@ -3,6 +3,10 @@
 User credentials are the legacy session JWTs (squall.auth.tokens). The admin credential is either
 HTTP Basic ``admin:<PDS_ADMIN_PASSWORD>`` (as the reference) or a Bearer token whose argon2 hash is
 ``PDS_ADMIN_TOKEN_HASH``. A user token on an admin route is refused, and vice versa.
+
+OAuth access tokens (``Authorization: DPoP …``) are checked by the verifier squall.oauth attaches
+(``attach_dpop``); the grant it returns carries the legacy scope its OAuth scope maps onto, so
+the policies below apply to both kinds of token alike.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
 from argon2 import PasswordHasher
 
@@ -34,6 +39,8 @@ class AuthResult:
     is_admin: bool = False
     refresh_jti: str | None = None
     token_exp: int | None = None
+    oauth_scope: str | None = None  # set for an OAuth (DPoP) token
+    oauth_client_id: str | None = None
 
     @property
     def is_user(self) -> bool:
@@ -61,6 +68,12 @@ class AuthVerifier:
         # sha256 of admin tokens already verified against the argon2 hash; argon2 takes ~20 ms and
         # scripts poll admin status, so a verified token is remembered (bounded, by digest only).
         self._verified_admin_tokens: set[bytes] = set()
+        self._dpop: Callable[[str], Awaitable[Any]] | None = None
+
+    def attach_dpop(self, verify: Callable[[str], Awaitable[Any]]) -> None:
+        """Accept ``Authorization: DPoP <token>``; ``verify(token)`` returns a grant with ``did``,
+        ``legacy_scope``, ``oauth_scope``, ``client_id`` and ``exp``, or raises an XRPC error."""
+        self._dpop = verify
 
     def __repr__(self) -> str:
         return "AuthVerifier(<redacted>)"
@@ -83,6 +96,12 @@ class AuthVerifier:
             if policy is Auth.ADMIN:
                 raise AuthRequired("Admin credentials required", "AuthenticationRequired")
 
+        if scheme == "dpop" and value and self._dpop is not None and policy is not Auth.REFRESH:
+            grant = await self._dpop(value)
+            return self._apply_policy(policy, AuthResult(did=grant.did, scope=grant.legacy_scope, token_exp=grant.exp,
+                                                         oauth_scope=grant.oauth_scope,
+                                                         oauth_client_id=grant.client_id))
+
         if scheme != "bearer" or not value:
             raise AuthRequired("Unexpected authorization type", "AuthenticationRequired")
 
@@ -95,7 +114,10 @@ class AuthVerifier:
         claims = self._decode(value, "at+jwt")
         if claims.scope not in ACCESS_SCOPES:
             raise InvalidRequest("Bad token scope", "InvalidToken")
-        result = AuthResult(did=claims.did, scope=claims.scope, token_exp=claims.exp)
+        return self._apply_policy(policy, AuthResult(did=claims.did, scope=claims.scope, token_exp=claims.exp))
+
+    @staticmethod
+    def _apply_policy(policy: Auth, result: AuthResult) -> AuthResult:
         if policy is Auth.FULL and result.scope != SCOPE_ACCESS:
             raise Forbidden("This method requires a full-access session, not an app password", "InvalidToken")
         if policy is Auth.PRIVILEGED and not result.is_privileged:

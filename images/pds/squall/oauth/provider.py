@@ -1,0 +1,324 @@
+"""The authorization server's state machine (https://atproto.com/specs/oauth; RFC 9126 PAR, RFC 7636
+PKCE, RFC 6749 §4.1 and §6): pushed request → user approval → one-time code → DPoP-bound tokens
+→ refresh rotation → revocation.
+
+Secrets are stored only as SHA-256 hashes (codes, refresh tokens). A code or refresh token used
+twice is the sign of a stolen one, so the grant it belongs to is revoked (RFC 9700 §4.14.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..accounts.sessions import LoginChecker
+from ..xrpc.errors import XRPCError
+from .clients import SUPPORTED_SCOPES, Client, ClientStore, parse_scope
+from .dpop import DpopChecker, DpopProof, ReplayCache
+from .errors import OAuthError
+from .tokens import AccessTokenError, AccessTokens
+
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:req-"
+PAR_TTL = 300
+CODE_TTL = 120
+CODE_REUSE_WINDOW = 600  # how long an exchanged code's row is kept to recognise a replay
+MAX_FAILED_LOGINS = 5
+PUBLIC_SESSION_TTL = 14 * 86400  # the spec asks for a bounded session for public clients
+CONFIDENTIAL_SESSION_TTL = 365 * 86400
+CONFIDENTIAL_REFRESH_TTL = 90 * 86400
+
+_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    id: str
+    client: Client
+    params: dict[str, Any]
+    approved: bool
+
+
+class OAuthProvider:
+    def __init__(self, *, settings: Any, db: Any, hasher: Any, jwt_secret: str):
+        self.issuer = settings.public_url
+        self.settings = settings
+        self.db = db
+        self.clients = ClientStore(settings)
+        self.dpop = DpopChecker()
+        self.tokens = AccessTokens(jwt_secret, issuer=self.issuer, audience=settings.service_did)
+        self._assertions = ReplayCache(10_000)
+        self._login = LoginChecker(db, hasher)
+
+    def __repr__(self) -> str:
+        return "OAuthProvider(<redacted>)"
+
+    async def close(self) -> None:
+        await self.clients.close()
+
+    def endpoint(self, path: str) -> str:
+        return f"{self.issuer}{path}"
+
+    def replay(self, key: tuple[str, str], expires: float) -> bool:
+        return self._assertions.add(key, expires, time.time())
+
+    # -- PAR ------------------------------------------------------------------------------------
+
+    async def push(self, form: dict[str, str], proof: DpopProof) -> dict[str, Any]:
+        client = await self.clients.get(form.get("client_id"))
+        auth_method = await self.clients.authenticate(client, form, issuer=self.issuer, replay=self.replay)
+        if "request" in form:
+            raise OAuthError("request_not_supported", "Request objects (JAR) are not supported")
+        if form.get("response_type") != "code":
+            raise OAuthError("unsupported_response_type", "response_type must be code")
+        if form.get("code_challenge_method") != "S256":
+            raise OAuthError("invalid_request", "code_challenge_method must be S256 (PKCE is required)")
+        if not _CHALLENGE.match(form.get("code_challenge", "")):
+            raise OAuthError("invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)")
+        state = form.get("state", "")
+        if not state or len(state) > 1024:
+            raise OAuthError("invalid_request", "state is required (at most 1024 characters)")
+        redirect_uri = form.get("redirect_uri")
+        if not redirect_uri:
+            if len(client.redirect_uris) != 1:
+                raise OAuthError("invalid_request", "redirect_uri is required")
+            redirect_uri = client.redirect_uris[0]
+        if not client.redirect_allowed(redirect_uri):
+            raise OAuthError("invalid_request", "redirect_uri is not registered for this client")
+        scopes = parse_scope(form.get("scope"))
+        if "atproto" not in scopes:
+            raise OAuthError("invalid_scope", "scope must include atproto")
+        for scope in scopes:
+            if scope not in SUPPORTED_SCOPES:
+                raise OAuthError("invalid_scope", f"Unsupported scope {scope!r}")
+            if scope not in client.scopes:
+                raise OAuthError("invalid_scope", f"Scope {scope!r} is not declared in the client metadata")
+        response_mode = form.get("response_mode", "query")
+        if response_mode not in ("query", "fragment"):
+            raise OAuthError("invalid_request", "response_mode must be query or fragment")
+        login_hint = form.get("login_hint", "")
+        if len(login_hint) > 256:
+            raise OAuthError("invalid_request", "login_hint is too long")
+        if form.get("dpop_jkt") and form["dpop_jkt"] != proof.jkt:
+            raise OAuthError("invalid_dpop_proof", "dpop_jkt does not match the DPoP proof's key")
+        params = {"redirect_uri": redirect_uri, "scope": " ".join(sorted(scopes, key=_scope_order)),
+                  "state": state, "code_challenge": form["code_challenge"], "response_mode": response_mode,
+                  "login_hint": login_hint}
+        request_id = secrets.token_urlsafe(24)
+        now = int(time.time())
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM oauth_request WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM oauth_spent_refresh WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO oauth_request (id, client_id, client_auth, dpop_jkt, params, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (request_id, client.client_id, auth_method, proof.jkt, json.dumps(params), now + PAR_TTL),
+            )
+
+        await self.db.write(insert)
+        return {"request_uri": REQUEST_URI_PREFIX + request_id, "expires_in": PAR_TTL}
+
+    # -- authorization (the user's page) ----------------------------------------------------------
+
+    async def pending(self, client_id: str | None, request_uri: str | None) -> PendingRequest:
+        if not client_id or not request_uri or not request_uri.startswith(REQUEST_URI_PREFIX):
+            raise OAuthError("invalid_request", "client_id and a request_uri from the PAR endpoint are required")
+        request_id = request_uri[len(REQUEST_URI_PREFIX):]
+        row = await self.db.fetchone(
+            "SELECT client_id, params, expires_at, did FROM oauth_request WHERE id = ?", (request_id,))
+        if row is None or row["expires_at"] <= time.time():
+            raise OAuthError("invalid_request", "This authorization request is unknown or has expired; "
+                             "go back to the app and start again")
+        if row["client_id"] != client_id:
+            raise OAuthError("invalid_request", "client_id does not match the authorization request")
+        client = await self.clients.get(client_id)
+        return PendingRequest(id=request_id, client=client, params=json.loads(row["params"]),
+                              approved=row["did"] is not None)
+
+    async def sign_in(self, pending: PendingRequest, identifier: str, password: str) -> str | None:
+        """The DID on success; None on a wrong identifier or password (counted per request)."""
+        try:
+            account, app_password = await self._login.login(identifier, password)
+        except XRPCError:
+            account, app_password = None, None
+        # OAuth asks for the account password itself; app passwords are for legacy clients.
+        if account is not None and app_password is None and not account.is_takendown:
+            return account.did
+
+        def count(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE oauth_request SET failed_logins = failed_logins + 1 WHERE id = ?", (pending.id,))
+            conn.execute("DELETE FROM oauth_request WHERE id = ? AND failed_logins >= ?",
+                         (pending.id, MAX_FAILED_LOGINS))
+
+        await self.db.write(count)
+        return None
+
+    async def approve(self, pending: PendingRequest, did: str) -> str:
+        code = secrets.token_urlsafe(32)
+        now = int(time.time())
+
+        def store(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE oauth_request SET did = ?, code = ?, code_expires_at = ?, expires_at = ? "
+                "WHERE id = ? AND did IS NULL AND expires_at > ?",
+                (did, _hash(code), now + CODE_TTL, now + CODE_TTL, pending.id, now),
+            ).rowcount == 1
+
+        if not await self.db.write(store):
+            raise OAuthError("invalid_request", "This authorization request was already answered or has expired")
+        return code
+
+    async def deny(self, pending: PendingRequest) -> None:
+        await self.db.write(lambda conn: conn.execute("DELETE FROM oauth_request WHERE id = ?", (pending.id,)))
+
+    # -- token endpoint ---------------------------------------------------------------------------
+
+    async def token(self, form: dict[str, str], proof: DpopProof) -> dict[str, Any]:
+        client = await self.clients.get(form.get("client_id"))
+        auth_method = await self.clients.authenticate(client, form, issuer=self.issuer, replay=self.replay)
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            result = await self.db.write(self._exchange_code, client, auth_method, form, proof)
+        elif grant == "refresh_token":
+            result = await self.db.write(self._refresh, client, auth_method, form, proof)
+        else:
+            raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+        if isinstance(result, OAuthError):
+            raise result  # raised after the transaction so that a revocation it made is kept
+        return result
+
+    def _issue(self, *, session_id: str, did: str, scope: str, jkt: str, client_id: str,
+               refresh: str) -> dict[str, Any]:
+        access, ttl = self.tokens.mint(did=did, scope=scope, jkt=jkt, session_id=session_id, client_id=client_id)
+        return {"access_token": access, "token_type": "DPoP", "expires_in": ttl, "refresh_token": refresh,
+                "scope": scope, "sub": did}
+
+    def _exchange_code(self, conn: sqlite3.Connection, client: Client, auth_method: str, form: dict[str, str],
+                       proof: DpopProof) -> dict[str, Any] | OAuthError:
+        code = form.get("code", "")
+        now = int(time.time())
+        row = conn.execute(
+            "SELECT id, client_id, client_auth, dpop_jkt, params, did, code_expires_at, session_id "
+            "FROM oauth_request WHERE code = ?", (_hash(code),)).fetchone() if code else None
+        if row is None:
+            return OAuthError("invalid_grant", "Invalid or expired authorization code")
+        if row["session_id"] is not None:
+            conn.execute("DELETE FROM oauth_session WHERE id = ?", (row["session_id"],))
+            return OAuthError("invalid_grant", "Authorization code already used; the grant it issued is revoked")
+        if row["code_expires_at"] <= now:
+            conn.execute("DELETE FROM oauth_request WHERE id = ?", (row["id"],))
+            return OAuthError("invalid_grant", "Authorization code has expired")
+        if row["client_id"] != client.client_id or row["client_auth"] != auth_method:
+            return OAuthError("invalid_grant", "Authorization code was issued to another client")
+        params = json.loads(row["params"])
+        if form.get("redirect_uri") != params["redirect_uri"]:
+            return OAuthError("invalid_grant", "redirect_uri does not match the authorization request")
+        verifier = form.get("code_verifier", "")
+        if not _VERIFIER.match(verifier) or not hmac.compare_digest(_s256(verifier), params["code_challenge"]):
+            # A wrong verifier is someone else holding the code: it is spent.
+            conn.execute("DELETE FROM oauth_request WHERE id = ?", (row["id"],))
+            return OAuthError("invalid_grant", "code_verifier is missing or does not match the code_challenge")
+        if proof.jkt != row["dpop_jkt"]:
+            return OAuthError("invalid_dpop_proof", "DPoP key differs from the one used for the authorization request")
+        if not _account_usable(conn, row["did"]):
+            return OAuthError("invalid_grant", "The account is not available")
+        session_id = secrets.token_urlsafe(18)
+        refresh = secrets.token_urlsafe(32)
+        session_ttl = PUBLIC_SESSION_TTL if auth_method == "none" else CONFIDENTIAL_SESSION_TTL
+        refresh_ttl = PUBLIC_SESSION_TTL if auth_method == "none" else CONFIDENTIAL_REFRESH_TTL
+        conn.execute(
+            "INSERT INTO oauth_session (id, did, client_id, client_auth, dpop_jkt, scope, created_at, expires_at, "
+            "refresh_hash, refresh_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, row["did"], client.client_id, auth_method, proof.jkt, params["scope"], now,
+             now + session_ttl, _hash(refresh), now + min(session_ttl, refresh_ttl)),
+        )
+        conn.execute("UPDATE oauth_request SET session_id = ?, expires_at = ? WHERE id = ?",
+                     (session_id, now + CODE_REUSE_WINDOW, row["id"]))
+        return self._issue(session_id=session_id, did=row["did"], scope=params["scope"], jkt=proof.jkt,
+                           client_id=client.client_id, refresh=refresh)
+
+    def _refresh(self, conn: sqlite3.Connection, client: Client, auth_method: str, form: dict[str, str],
+                 proof: DpopProof) -> dict[str, Any] | OAuthError:
+        token = form.get("refresh_token", "")
+        now = int(time.time())
+        digest = _hash(token) if token else ""
+        row = conn.execute("SELECT * FROM oauth_session WHERE refresh_hash = ?", (digest,)).fetchone()
+        if row is None:
+            spent = conn.execute("SELECT session_id FROM oauth_spent_refresh WHERE refresh_hash = ?",
+                                 (digest,)).fetchone()
+            if spent is not None:
+                conn.execute("DELETE FROM oauth_session WHERE id = ?", (spent["session_id"],))
+                return OAuthError("invalid_grant", "Refresh token was already used; the session is revoked")
+            return OAuthError("invalid_grant", "Invalid refresh token")
+        if row["client_id"] != client.client_id or row["client_auth"] != auth_method:
+            return OAuthError("invalid_grant", "Refresh token was issued to another client")
+        if proof.jkt != row["dpop_jkt"]:
+            return OAuthError("invalid_dpop_proof", "DPoP key differs from the one the session is bound to")
+        if row["refresh_expires_at"] <= now or row["expires_at"] <= now:
+            conn.execute("DELETE FROM oauth_session WHERE id = ?", (row["id"],))
+            return OAuthError("invalid_grant", "Refresh token has expired")
+        scope = row["scope"]
+        if form.get("scope"):
+            narrowed = parse_scope(form["scope"])
+            if not narrowed <= parse_scope(scope) or "atproto" not in narrowed:
+                return OAuthError("invalid_scope", "A refresh may only narrow the granted scope")
+            scope = " ".join(sorted(narrowed, key=_scope_order))
+        if not _account_usable(conn, row["did"]):
+            return OAuthError("invalid_grant", "The account is not available")
+        refresh = secrets.token_urlsafe(32)
+        refresh_ttl = PUBLIC_SESSION_TTL if auth_method == "none" else CONFIDENTIAL_REFRESH_TTL
+        conn.execute("INSERT INTO oauth_spent_refresh (refresh_hash, session_id, expires_at) VALUES (?, ?, ?)",
+                     (digest, row["id"], row["expires_at"]))
+        conn.execute("UPDATE oauth_session SET refresh_hash = ?, refresh_expires_at = ?, scope = ? WHERE id = ?",
+                     (_hash(refresh), min(row["expires_at"], now + refresh_ttl), scope, row["id"]))
+        return self._issue(session_id=row["id"], did=row["did"], scope=scope, jkt=proof.jkt,
+                           client_id=client.client_id, refresh=refresh)
+
+    # -- revocation (RFC 7009) --------------------------------------------------------------------
+
+    async def revoke(self, form: dict[str, str]) -> None:
+        token = form.get("token", "")
+        if not token:
+            raise OAuthError("invalid_request", "token is required")
+        session_id = None
+        try:
+            session_id = self.tokens.decode(token).session_id
+        except AccessTokenError:
+            pass  # not a (live) access token of ours: maybe a refresh token
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM oauth_session WHERE refresh_hash = ? OR id = ?", (_hash(token), session_id))
+
+        await self.db.write(delete)
+
+    # -- resource server ---------------------------------------------------------------------------
+
+    async def session_active(self, session_id: str, did: str) -> bool:
+        row = await self.db.fetchone("SELECT did, expires_at FROM oauth_session WHERE id = ?", (session_id,))
+        return row is not None and row["did"] == did and row["expires_at"] > time.time()
+
+
+def _account_usable(conn: sqlite3.Connection, did: str) -> bool:
+    row = conn.execute("SELECT takedown_ref FROM account WHERE did = ?", (did,)).fetchone()
+    return row is not None and row["takedown_ref"] is None
+
+
+def _scope_order(scope: str) -> tuple[int, str]:
+    return (SUPPORTED_SCOPES.index(scope) if scope in SUPPORTED_SCOPES else len(SUPPORTED_SCOPES), scope)
