@@ -22,7 +22,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Any, TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -65,6 +65,10 @@ class RateLimit:
 
 # Every XRPC call from one address (the reference's "global-ip").
 GLOBAL_IP = RateLimit("global-ip", 3000, 5 * MINUTE)
+# Password sign-in, shared by com.atproto.server.createSession and the OAuth sign-in form: the same
+# counters, so using both doors does not double a password guesser's budget.
+SIGN_IN = (RateLimit("create-session-5m", 30, 5 * MINUTE, KeyBy.IDENTIFIER_IP),
+           RateLimit("create-session-day", 300, DAY, KeyBy.IDENTIFIER_IP))
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,21 @@ class RateLimiter:
     def tracked_keys(self, limit: RateLimit) -> int:
         counter = self._counters.get(limit.name)
         return len(counter.windows) if counter else 0
+
+
+def consume_sign_in(ctx: Any, request: "Request", identifier: str) -> RateLimitStatus | None:
+    """Count one password attempt outside XRPC (the OAuth form); the first exceeded limit, or None."""
+    limiter = ctx.services.get("ratelimit")
+    if limiter is None:
+        return None
+    ip = client_ip(request, ctx.settings.trust_proxy_headers)
+    if limiter.bypassed(ip):
+        return None
+    for limit in SIGN_IN:
+        status = limiter.consume(limit, limit_key(limit, ip=ip, identifier=identifier))
+        if status.exceeded:
+            return status
+    return None
 
 
 def limit_key(limit: RateLimit, *, ip: str, did: str | None = None, identifier: str | None = None) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import secrets
+import time
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -18,6 +20,7 @@ from jinja2 import Environment, PackageLoader
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from ..ratelimit import consume_sign_in
 from .clients import SUPPORTED_SCOPES
 from .dpop import DpopError
 from .errors import OAuthError
@@ -237,6 +240,11 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
         if form.get("decision") != "allow":
             return error_page("Choose whether to allow or deny access.")
         identifier = form.get("identifier", "").strip()
+        limited = consume_sign_in(get_ctx(), request, identifier)
+        if limited is not None:
+            minutes = max(1, math.ceil((limited.reset_at - time.time()) / 60))
+            return consent_page(pending, cookie, status=429, identifier=identifier,
+                                error=f"Too many sign-in attempts. Try again in {minutes} minutes.")
         did = await p.sign_in(pending, identifier, form.get("password", ""))
         if did is None:
             # The same words whatever was wrong, so the form does not tell which accounts exist.

@@ -20,7 +20,7 @@ from ..atproto.errors import InvalidSyntax
 from ..atproto.tid import TidClock
 from ..auth.tokens import SCOPE_TAKENDOWN
 from ..store.sequencer import now_iso
-from ..ratelimit import DAY, MINUTE, KeyBy, RateLimit
+from ..ratelimit import MINUTE, SIGN_IN, RateLimit
 from .errors import AuthRequired, InvalidRequest
 from .registry import Auth, Method
 from .request import XrpcRequest
@@ -350,8 +350,7 @@ METHODS = (
            rate_limits=(RateLimit("create-account-ip", 100, 5 * MINUTE),)),
     Method("com.atproto.server.createSession", "procedure", create_session, Auth.NONE,
            errors=("AccountTakedown", "AuthFactorTokenRequired"), max_body=100_000,
-           rate_limits=(RateLimit("create-session-5m", 30, 5 * MINUTE, KeyBy.IDENTIFIER_IP),
-                        RateLimit("create-session-day", 300, DAY, KeyBy.IDENTIFIER_IP))),
+           rate_limits=SIGN_IN),
     Method("com.atproto.server.getSession", "query", get_session, Auth.ACCESS),
     Method("com.atproto.server.refreshSession", "procedure", refresh_session, Auth.REFRESH,
            errors=("AccountTakedown", "InvalidToken", "ExpiredToken"), input=None, max_body=100_000),
