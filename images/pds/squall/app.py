@@ -38,18 +38,27 @@ from .xrpc.registry import Auth, Registry
 
 
 def feature_modules() -> list[ModuleType]:
-    """The feature modules in start order. Imported here, not at module level, to keep import light."""
-    from . import firehose, identity, ratelimit, repo
-    from .xrpc import blobs, server, sync
-    from .xrpc import admin, preferences, proxy
+    """The feature modules in start order (stopped in reverse). Imported here, not at module level,
+    so importing squall.app stays light."""
+    from . import firehose, identity, oauth, ratelimit, repo
+    from .xrpc import admin, blobs, migration, preferences, proxy, server, sync
     from .xrpc import repo as repo_xrpc
 
-    # The firehose starts first (writers find ctx.services["firehose"]) and stops last. The proxy
-    # starts after identity, which resolves the DIDs an atproto-proxy header names.
-    from .xrpc import migration  # account migration in (createAccount with a did lives in server)
-    from . import oauth  # atproto OAuth: authorization server + DPoP resource server
-
-    return [ratelimit, firehose, identity, blobs, server, repo, repo_xrpc, sync, proxy, preferences, admin, migration, oauth]
+    return [
+        ratelimit,  # first: every XRPC call is counted
+        firehose,  # before any writer, which wakes ctx.services["firehose"]; stops last
+        identity,  # DID creation and resolution, used by accounts, repos and the proxy
+        blobs,
+        server,  # com.atproto.server: accounts, sessions, app passwords, invites
+        repo,  # the repo service (writer, reader)
+        repo_xrpc,  # com.atproto.repo
+        sync,  # com.atproto.sync reads
+        proxy,  # service proxying (the fallback for unserved NSIDs) and getServiceAuth
+        preferences,
+        admin,  # com.atproto.admin, takedowns, account deletion
+        migration,  # account migration in and out (importRepo, PLC operations)
+        oauth,  # atproto OAuth: authorization server and DPoP resource server
+    ]
 
 
 def build_app(settings: Settings, *, log: logging.Logger | None = None,
