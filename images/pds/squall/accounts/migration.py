@@ -37,10 +37,9 @@ from ..identity import plc
 from ..store.sequencer import now_iso
 from ..xrpc.errors import AuthRequired, InvalidRequest, UpstreamFailure
 from . import events, invites, operator_tokens
-from .handles import normalize_new_handle
 from .repo_init import build_initial_repo, store_initial_repo
 from .sessions import mint, store_refresh_token
-from .signup import NewAccount, SignupInput, check_available, check_password, is_valid_email
+from .signup import NewAccount, SignupInput, check_available, check_signup_input
 from .store import get_by_did, get_by_did_sync, insert_account
 
 if TYPE_CHECKING:
@@ -104,16 +103,7 @@ async def create_migrated_account(ctx: "AppContext", data: SignupInput, did: str
                 "migrated to this PDS (only did:plc accounts can migrate in)", "IncompatibleDidDoc")
         raise InvalidRequest(f"Unsupported DID method for migration: {did} (only did:plc)", "IncompatibleDidDoc")
     # The cheap input checks first, then the token (which may cost a directory lookup).
-    invite_code = data.invite_code or None
-    if settings.invite_required and not invite_code:
-        raise InvalidRequest("No invite code provided", "InvalidInviteCode")
-    email = data.email.strip()
-    if not email:
-        raise InvalidRequest("Email is required")
-    if not is_valid_email(email):
-        raise InvalidRequest("This email address is not supported, please use a different email.")
-    check_password(data.password)
-    handle = normalize_new_handle(data.handle, settings.service_handle_domains)
+    invite_code, email, handle = check_signup_input(settings, data)
     await verify_migration_token(ctx, authorization, did)
     if await get_by_did(ctx.db, did) is not None:
         raise InvalidRequest(f"An account with did {did} already exists on this PDS", "AlreadyExists")

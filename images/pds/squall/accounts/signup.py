@@ -97,8 +97,9 @@ async def check_available(ctx: "AppContext", handle: str, email: str) -> None:
         raise InvalidRequest(f"Email already taken: {email}")
 
 
-async def create_account(ctx: "AppContext", data: SignupInput) -> NewAccount:
-    settings = ctx.settings
+def check_signup_input(settings: Any, data: SignupInput) -> tuple[str | None, str, str]:
+    """The input checks every sign-up shares (new account or migration in): invite presence,
+    e-mail, password and handle rules. Returns (invite code, e-mail, normalised handle)."""
     invite_code = data.invite_code or None
     if settings.invite_required and not invite_code:
         raise InvalidRequest("No invite code provided", "InvalidInviteCode")
@@ -108,7 +109,12 @@ async def create_account(ctx: "AppContext", data: SignupInput) -> NewAccount:
     if not is_valid_email(email):
         raise InvalidRequest("This email address is not supported, please use a different email.")
     check_password(data.password)
-    handle = normalize_new_handle(data.handle, settings.service_handle_domains)
+    return invite_code, email, normalize_new_handle(data.handle, settings.service_handle_domains)
+
+
+async def create_account(ctx: "AppContext", data: SignupInput) -> NewAccount:
+    settings = ctx.settings
+    invite_code, email, handle = check_signup_input(settings, data)
     if invite_code:
         await ctx.db.write(invites.ensure_available, invite_code)
     await check_available(ctx, handle, email)

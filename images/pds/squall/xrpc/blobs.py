@@ -27,7 +27,8 @@ from ..auth.verifier import ANONYMOUS, AuthResult
 from ..blobs.service import BlobService
 from ..blobs.store import BlobNotFoundError, BlobStoreError
 from ..ratelimit import DAY, KeyBy, RateLimit
-from .errors import InvalidRequest, PayloadTooLarge, UpstreamFailure, XRPCError
+from .dispatch import check_declared_length
+from .errors import InvalidRequest, UpstreamFailure, XRPCError
 from .registry import Auth, Method
 from .request import XrpcRequest
 
@@ -146,14 +147,7 @@ def _unsatisfiable(size: int, message: str) -> RangeNotSatisfiable:
 
 async def upload_blob(req: XrpcRequest) -> dict[str, Any]:
     limit = req.ctx.settings.blob_upload_limit
-    declared = req.http.headers.get("content-length")
-    if declared is not None:
-        try:
-            declared_size = int(declared)
-        except ValueError:
-            raise InvalidRequest("Invalid content-length") from None
-        if declared_size > limit:
-            raise PayloadTooLarge(f"Blob exceeds the upload limit of {limit} bytes")
+    check_declared_length(req.http, limit, f"Blob exceeds the upload limit of {limit} bytes")
 
     async def body() -> AsyncIterator[bytes]:
         try:

@@ -27,14 +27,21 @@ def error_response(err: XRPCError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-async def read_body_capped(request: Request, limit: int) -> bytes:
+def check_declared_length(request: Request, limit: int, message: str | None = None) -> None:
+    """Refuse a body whose declared Content-Length is over ``limit`` before reading any of it."""
     declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
-        except ValueError:
-            raise InvalidRequest("Invalid content-length") from None
+    if declared is None:
+        return
+    try:
+        size = int(declared)
+    except ValueError:
+        raise InvalidRequest("Invalid content-length") from None
+    if size > limit:
+        raise PayloadTooLarge(message or f"Request body exceeds {limit} bytes")
+
+
+async def read_body_capped(request: Request, limit: int) -> bytes:
+    check_declared_length(request, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -23,7 +23,8 @@ from ..accounts.store import get_by_did
 from ..atproto.crypto import PublicKey
 from ..identity import plc
 from ..repo.importer import MAX_IMPORT_BYTES, import_repo
-from .errors import InvalidRequest, PayloadTooLarge, UpstreamFailure
+from .dispatch import check_declared_length
+from .errors import InvalidRequest, UpstreamFailure
 from .registry import Auth, Method
 from .request import XrpcRequest
 
@@ -73,14 +74,8 @@ async def import_repo_handler(req: XrpcRequest) -> dict[str, Any] | None:
     ctype = req.http.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != CAR_MIME:
         raise InvalidRequest(f"Wrong request encoding (Content-Type): expected {CAR_MIME}")
-    declared = req.http.headers.get("content-length")
-    if declared is not None:
-        try:
-            declared_size = int(declared)
-        except ValueError:
-            raise InvalidRequest("Invalid content-length") from None
-        if declared_size > MAX_IMPORT_BYTES:
-            raise PayloadTooLarge(f"Repository CAR exceeds the import limit of {MAX_IMPORT_BYTES} bytes")
+    check_declared_length(req.http, MAX_IMPORT_BYTES,
+                          f"Repository CAR exceeds the import limit of {MAX_IMPORT_BYTES} bytes")
     account = await get_by_did(ctx.db, req.did)
     if account is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
