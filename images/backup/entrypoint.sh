@@ -12,11 +12,6 @@ if ! /usr/local/lib/squall/as-squall test -w "$data"; then
     exit 1
 fi
 [ "$#" -gt 0 ] || set -- squall-backup run
-if [ "$*" = "squall-backup run" ] && [ ! -e "$data/pds.sqlite" ]; then
-    # First boot: the PDS creates the database. Engines without health-gated start order
-    # (podman-compose on podman < 4.6) may start us first; give the PDS two minutes.
-    printf 'squall-backup-entrypoint: waiting for the PDS to create %s\n' "$data/pds.sqlite" >&2
-    i=0
-    while [ ! -e "$data/pds.sqlite" ] && [ "$i" -lt 120 ]; do sleep 1; i=$((i + 1)); done
-fi
+# On a first boot the PDS may not have created pds.sqlite yet: the daemon itself waits for it
+# (status "waiting", looking again every few seconds), already without root.
 exec /usr/local/lib/squall/as-squall "$@"

@@ -131,7 +131,7 @@ def test_smoke_suite_passes_through_caddy(lan_stack: RunningStack):
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "smoke", "--base-url", lan_stack.base_url, "--ca-cert", str(lan_stack.ca_file),
-             "--hostname", "localhost", "--public-url", "https://localhost", "--admin-password", password, "--write", "--json", "--timeout", "20"],
+             "--hostname", "localhost", "--public-url", "https://localhost", f"--admin-password={password}", "--write", "--json", "--timeout", "20"],
             capture_output=True, text=True, timeout=240, cwd=ROOT)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"smoke did not finish: {exc.stdout}") from None

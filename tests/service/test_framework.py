@@ -42,6 +42,7 @@ def test_first_boot_secrets_are_private_and_reused(pds, tmp_path):
         assert stat.S_IMODE((secrets / name).stat().st_mode) == 0o600
     password = pds.admin_password()
     assert password in pds.logs()  # printed once on first boot
+    assert len(password) == 32 and password.isalnum()  # never starts with "-" on a command line
     # a second server on the same data directory reuses the secrets and does not print the password
     first_log = pds.logs()
     with PdsProcess(pds.data_dir) as other:  # same data directory, its own port and log

@@ -22,7 +22,7 @@ def smoke_args(pds: PdsProcess, *extra: str, admin: bool = True) -> list[str]:
     args = ["--base-url", pds.url, "--hostname", "localhost", "--public-url", f"http://localhost:{pds.port}",
             "--timeout", "10"]
     if admin:
-        args += ["--admin-password", pds.admin_password()]
+        args += [f"--admin-password={pds.admin_password()}"]
     return args + list(extra)
 
 

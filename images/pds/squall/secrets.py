@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets as _random
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,13 @@ def _read_or_create(directory: Path, name: str, make) -> tuple[str, bool]:
     return value, True
 
 
+def _new_admin_password() -> str:
+    # Letters and digits only (~190 bits): a password that starts with "-" reads as an option on
+    # command lines (`--admin-password -x…`), and operators paste this one into tools.
+    alphabet = string.ascii_letters + string.digits
+    return "".join(_random.choice(alphabet) for _ in range(32))
+
+
 def load_or_create_secrets(settings: Settings) -> Secrets:
     directory = settings.secrets_directory
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -70,7 +78,7 @@ def load_or_create_secrets(settings: Settings) -> Secrets:
     elif settings.admin_token_hash:
         admin_password = None  # the operator keeps only a hash: no Basic password at all
     else:
-        admin_password, created = _read_or_create(directory, ADMIN_PASSWORD_FILE, lambda: _random.token_urlsafe(24))
+        admin_password, created = _read_or_create(directory, ADMIN_PASSWORD_FILE, _new_admin_password)
         generated = admin_password if created else None
 
     if settings.plc_rotation_key_k256_private_key_hex:
