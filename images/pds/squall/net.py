@@ -104,7 +104,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self.max_response_bytes = max_response_bytes
         self.total_timeout = total_timeout
         self.resolve_timeout = resolve_timeout
-        self._inner = httpx.AsyncHTTPTransport(retries=0)
+        # Made on the first request: each transport loads its own TLS context (~1 MB of CA data),
+        # and a PDS creates several clients at start that may never be used (did:web, no proxy).
+        self._inner_transport: httpx.AsyncHTTPTransport | None = None
+
+    @property
+    def _inner(self) -> httpx.AsyncHTTPTransport:
+        if self._inner_transport is None:
+            self._inner_transport = httpx.AsyncHTTPTransport(retries=0)
+        return self._inner_transport
 
     async def _resolve(self, request: httpx.Request) -> str:
         host = request.url.host
@@ -168,7 +176,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                               extensions=response.extensions)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        if self._inner_transport is not None:
+            await self._inner_transport.aclose()
 
 
 def make_client(policy: OutboundPolicy | Any, *, timeout: float = DEFAULT_TIMEOUT,

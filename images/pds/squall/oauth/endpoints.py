@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from jinja2 import Environment, PackageLoader
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -39,8 +38,11 @@ SCOPE_DESCRIPTIONS = {
 }
 
 
-def _templates() -> Environment:
-    # Autoescaping on for every template: client names and hints come from strangers.
+def _templates() -> Any:
+    # Autoescaping on for every template: client names and hints come from strangers. Jinja2 is
+    # loaded with the first page shown, not at start: most PDSs serve no OAuth page most of the time.
+    from jinja2 import Environment, PackageLoader
+
     return Environment(loader=PackageLoader("squall.oauth", "templates"), autoescape=True)
 
 
@@ -108,7 +110,7 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def routes(app, get_ctx: Callable[[], Any]) -> None:
-    templates = _templates()
+    templates: list[Any] = []  # the Environment, made on first use
 
     def provider() -> OAuthProvider:
         return get_ctx().service("oauth")
@@ -174,7 +176,9 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
     def page(name: str, status: int, *, form_action: str | None = None, csrf: str | None = None,
              **values: Any) -> HTMLResponse:
         nonce = secrets.token_urlsafe(16)
-        html = templates.get_template(name).render(style_nonce=nonce, **values)
+        if not templates:
+            templates.append(_templates())
+        html = templates[0].get_template(name).render(style_nonce=nonce, **values)
         actions = "'self'" + (f" {form_action}" if form_action else "")
         csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; form-action {actions}; "
                "frame-ancestors 'none'; base-uri 'none'")
