@@ -55,7 +55,7 @@ def _now(now: int | None) -> int:
 
 
 def generate_token() -> str:
-    """``XXXXX-XXXXX`` in base32 letters, as the reference's e-mail tokens look (50 bits)."""
+    """Two groups of five base32 letters joined by a dash, as the reference's e-mail tokens look (50 bits)."""
     raw = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(10))
     return f"{raw[:5]}-{raw[5:]}"
 

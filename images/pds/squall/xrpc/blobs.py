@@ -42,9 +42,7 @@ _RANGE = re.compile(r"^(\d{0,18})-(\d{0,18})$")
 class RangeNotSatisfiable(XRPCError):
     status = 416
     default_name = "InvalidRange"
-
-    def default_message(self) -> str:
-        return "Requested range not satisfiable"
+    default_text = "Requested range not satisfiable"
 
 
 # -- feature module ------------------------------------------------------------------------------------

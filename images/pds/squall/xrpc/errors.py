@@ -11,6 +11,7 @@ from __future__ import annotations
 class XRPCError(Exception):
     status = 500
     default_name = "InternalServerError"
+    default_text = "Internal Server Error"
 
     def __init__(self, message: str | None = None, name: str | None = None, *, headers: dict[str, str] | None = None):
         self.message = message or self.default_message()
@@ -19,7 +20,7 @@ class XRPCError(Exception):
         super().__init__(self.message)
 
     def default_message(self) -> str:
-        return "Internal Server Error"
+        return self.default_text
 
     def body(self) -> dict[str, str]:
         return {"error": self.name, "message": self.message}
@@ -28,49 +29,37 @@ class XRPCError(Exception):
 class InvalidRequest(XRPCError):
     status = 400
     default_name = "InvalidRequest"
-
-    def default_message(self) -> str:
-        return "Invalid request"
+    default_text = "Invalid request"
 
 
 class AuthRequired(XRPCError):
     status = 401
     default_name = "AuthenticationRequired"
-
-    def default_message(self) -> str:
-        return "Authentication Required"
+    default_text = "Authentication Required"
 
 
 class Forbidden(XRPCError):
     status = 403
     default_name = "Forbidden"
-
-    def default_message(self) -> str:
-        return "Forbidden"
+    default_text = "Forbidden"
 
 
 class NotFound(XRPCError):
     status = 404
     default_name = "NotFound"
-
-    def default_message(self) -> str:
-        return "Not Found"
+    default_text = "Not Found"
 
 
 class PayloadTooLarge(XRPCError):
     status = 413
     default_name = "PayloadTooLarge"
-
-    def default_message(self) -> str:
-        return "Request entity too large"
+    default_text = "Request entity too large"
 
 
 class RateLimitExceeded(XRPCError):
     status = 429
     default_name = "RateLimitExceeded"
-
-    def default_message(self) -> str:
-        return "Rate Limit Exceeded"
+    default_text = "Rate Limit Exceeded"
 
 
 class InternalServerError(XRPCError):
@@ -81,30 +70,22 @@ class InternalServerError(XRPCError):
 class MethodNotImplemented(XRPCError):
     status = 501
     default_name = "MethodNotImplemented"
-
-    def default_message(self) -> str:
-        return "Method Not Implemented"
+    default_text = "Method Not Implemented"
 
 
 class UpstreamFailure(XRPCError):
     status = 502
     default_name = "UpstreamFailure"
-
-    def default_message(self) -> str:
-        return "Upstream Failure"
+    default_text = "Upstream Failure"
 
 
 class NotEnoughResources(XRPCError):
     status = 503
     default_name = "NotEnoughResources"
-
-    def default_message(self) -> str:
-        return "Not Enough Resources"
+    default_text = "Not Enough Resources"
 
 
 class UpstreamTimeout(XRPCError):
     status = 504
     default_name = "UpstreamTimeout"
-
-    def default_message(self) -> str:
-        return "Upstream Timeout"
+    default_text = "Upstream Timeout"

@@ -43,9 +43,7 @@ from .request import XrpcRequest
 class HandleNotFound(XRPCError):
     status = 400
     default_name = "HandleNotFound"
-
-    def default_message(self) -> str:
-        return "Unable to resolve handle"
+    default_text = "Unable to resolve handle"
 
 
 def _service(req_or_ctx: Any) -> IdentityService:
