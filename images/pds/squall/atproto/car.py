@@ -347,19 +347,16 @@ async def awrite_car(
     verify: bool = False,
 ) -> AsyncIterator[bytes]:
     """``write_car`` for async block sources (e.g. a database cursor), for streaming responses."""
+    if not isinstance(blocks, AsyncIterable):
+        for chunk in write_car(roots, blocks, chunk_size=chunk_size, verify=verify):
+            yield chunk
+        return
     buf = bytearray(car_header(roots))
-    if isinstance(blocks, AsyncIterable):
-        async for cid, data in blocks:
-            buf += _section(cid, data, verify)
-            if len(buf) >= chunk_size:
-                yield bytes(buf)
-                buf.clear()
-    else:
-        for cid, data in blocks:
-            buf += _section(cid, data, verify)
-            if len(buf) >= chunk_size:
-                yield bytes(buf)
-                buf.clear()
+    async for cid, data in blocks:
+        buf += _section(cid, data, verify)
+        if len(buf) >= chunk_size:
+            yield bytes(buf)
+            buf.clear()
     if buf:
         yield bytes(buf)
 

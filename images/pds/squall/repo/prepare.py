@@ -15,7 +15,7 @@ Everything here runs before the write transaction, so a bad record costs no lock
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Callable, Final
 
 from ..atproto import dagcbor, datamodel, syntax
 from ..atproto.cid import CID
@@ -60,24 +60,23 @@ class PreparedWrite:
         return f"at://{did}/{self.collection}/{self.rkey}"
 
 
-def check_collection(collection: Any, where: str = "Input/collection") -> str:
-    if type(collection) is not str:
+def check_string(value: Any, where: str, validate: Callable[[str], None], invalid: str) -> str:
+    """A string input that must pass a syntax validator; ``invalid`` prefixes the syntax error."""
+    if type(value) is not str:
         raise InvalidRequest(f"{where} must be a string")
     try:
-        syntax.ensure_valid_nsid(collection)
+        validate(value)
     except InvalidSyntax as exc:
-        raise InvalidRequest(f"{where} must be a valid NSID: {exc}") from None
-    return collection
+        raise InvalidRequest(f"{invalid}: {exc}") from None
+    return value
+
+
+def check_collection(collection: Any, where: str = "Input/collection") -> str:
+    return check_string(collection, where, syntax.ensure_valid_nsid, f"{where} must be a valid NSID")
 
 
 def check_rkey(rkey: Any, where: str = "Input/rkey") -> str:
-    if type(rkey) is not str:
-        raise InvalidRequest(f"{where} must be a string")
-    try:
-        syntax.ensure_valid_record_key(rkey)
-    except InvalidSyntax as exc:
-        raise InvalidRequest(f"Invalid record key: {exc}") from None
-    return rkey
+    return check_string(rkey, where, syntax.ensure_valid_record_key, "Invalid record key")
 
 
 def parse_cid(value: Any, where: str) -> CID:

@@ -12,11 +12,10 @@ from typing import Any
 
 from ..accounts.store import Account, get_by_did, get_by_handle
 from ..atproto import syntax
-from ..atproto.errors import InvalidSyntax
 from ..atproto.repo import CREATE, MAX_OPS_PER_COMMIT, UPDATE
 from ..identity.document import handle_from_doc
 from ..repo import reader
-from ..repo.prepare import PUT, UNSET, PreparedWrite, check_collection, check_rkey, parse_cid
+from ..repo.prepare import PUT, UNSET, PreparedWrite, check_collection, check_rkey, check_string, parse_cid
 from ..repo.service import RepoService
 from ..repo.writer import check_account_row
 from .errors import AuthRequired, InvalidRequest
@@ -36,13 +35,7 @@ def _service(req: XrpcRequest) -> RepoService:
 
 
 def _identifier(value: Any, where: str) -> str:
-    if type(value) is not str:
-        raise InvalidRequest(f"{where} must be a string")
-    try:
-        syntax.ensure_valid_at_identifier(value)
-    except InvalidSyntax as exc:
-        raise InvalidRequest(f"{where} must be a valid handle or DID: {exc}") from None
-    return value
+    return check_string(value, where, syntax.ensure_valid_at_identifier, f"{where} must be a valid handle or DID")
 
 
 async def find_account(req: XrpcRequest, identifier: str) -> Account | None:
