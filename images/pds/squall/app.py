@@ -4,7 +4,7 @@ Feature modules plug in through a small protocol, so this file is the only place
 all. A feature module may define:
   METHODS            a tuple of ``squall.xrpc.registry.Method``
   routes(app, get_ctx)  add non-XRPC routes (well-known files, WebSockets, …)
-  async start(ctx)   attach services to ``ctx.services`` / start background tasks
+  async start(ctx)   set its service on its typed ``AppContext`` field / start background tasks
   async stop(ctx)    stop them (called in reverse order)
   fallback           ``dispatch.Fallback`` for NSIDs nobody serves (only one module)
 """
@@ -30,6 +30,7 @@ from .auth.verifier import AuthVerifier
 from .config import Settings
 from .context import AppContext
 from .secrets import load_or_create_secrets
+from .store import repos as repos_store
 from .store.db import Database
 from .version import __version__
 from .xrpc.dispatch import dispatch, error_response
@@ -42,12 +43,14 @@ def feature_modules() -> list[ModuleType]:
     so importing squall.app stays light."""
     from . import firehose, identity, oauth, ratelimit, repo
     from .xrpc import admin, blobs, migration, preferences, proxy, server, sync
+    from .xrpc import identity as identity_xrpc
     from .xrpc import repo as repo_xrpc
 
     return [
         ratelimit,  # first: every XRPC call is counted
-        firehose,  # before any writer, which wakes ctx.services["firehose"]; stops last
+        firehose,  # before any writer, which wakes ctx.firehose; stops last
         identity,  # DID creation and resolution, used by accounts, repos and the proxy
+        identity_xrpc,  # com.atproto.identity and the well-known routes
         blobs,
         server,  # com.atproto.server: accounts, sessions, app passwords, invites
         repo,  # the repo service (writer, reader)
@@ -90,6 +93,10 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
         registry = Registry()
         ctx = AppContext(settings=settings, secrets=secrets, db=db, registry=registry, issuer=issuer,
                          verifier=verifier, hasher=hasher, log=log)
+        # Revs and record keys must never go backwards, even across restarts with a slow clock.
+        newest = await repos_store.newest_rev(db)
+        if newest:
+            ctx.tid_clock.observe(newest)
         for module in modules:
             registry.extend(getattr(module, "METHODS", ()))
         started: list[ModuleType] = []

@@ -1,7 +1,9 @@
 """AppContext: everything a handler may use, built once from the settings (no module globals).
 
-Feature packages attach their service objects here at start (see ``squall.app``); handlers reach
-them through ``XrpcRequest.ctx``.
+The core parts (settings, secrets, database, token issuer, auth verifier, TID clock) are made by
+``squall.app`` before any feature starts. Each feature module's ``start`` then builds its service
+and sets it on its own typed field, in the order ``squall.app.feature_modules`` lists them; a field
+is unset until then. Handlers reach the context through ``XrpcRequest.ctx``.
 """
 
 from __future__ import annotations
@@ -9,16 +11,27 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 
+from .atproto.tid import TidClock
 from .auth.tokens import TokenIssuer
 from .auth.verifier import AuthVerifier
 from .config import Settings
 from .secrets import Secrets
 from .store.db import Database
-from .xrpc.registry import Registry
+
+if TYPE_CHECKING:  # the service types, for annotations only: features import the context, not the reverse
+    from .accounts.sessions import LoginChecker
+    from .blobs.service import BlobService
+    from .firehose.service import Firehose
+    from .identity.service import IdentityService
+    from .oauth.provider import OAuthProvider
+    from .proxy.service import ProxyService
+    from .ratelimit import RateLimiter
+    from .repo.service import RepoService
+    from .xrpc.registry import Registry
 
 
 @dataclass
@@ -26,18 +39,22 @@ class AppContext:
     settings: Settings
     secrets: Secrets
     db: Database
-    registry: Registry
+    registry: "Registry"
     issuer: TokenIssuer
     verifier: AuthVerifier
     hasher: PasswordHasher
     log: logging.Logger
+    # The one TID clock of the app: revs and record keys never go backwards, even across restarts
+    # with a slow clock (squall.app moves it past the newest stored rev before any write).
+    tid_clock: TidClock = field(default_factory=TidClock)
     started_at: float = field(default_factory=time.time)
-    # Feature services, attached during start-up by squall.app (typed loosely to keep this module
-    # free of imports from every feature package).
-    services: dict[str, Any] = field(default_factory=dict)
 
-    def service(self, name: str) -> Any:
-        try:
-            return self.services[name]
-        except KeyError:
-            raise RuntimeError(f"service {name!r} is not configured") from None
+    # Feature services, in start order (see squall.app.feature_modules).
+    ratelimit: "RateLimiter | None" = None  # None when PDS_RATE_LIMITS_ENABLED=false
+    firehose: "Firehose" = field(init=False)
+    identity: "IdentityService" = field(init=False)
+    blobs: "BlobService" = field(init=False)
+    login: "LoginChecker" = field(init=False)
+    repo: "RepoService" = field(init=False)
+    proxy: "ProxyService" = field(init=False)
+    oauth: "OAuthProvider" = field(init=False)

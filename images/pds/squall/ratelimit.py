@@ -9,7 +9,7 @@ duration (as the reference's in-memory limiter does). Memory is bounded: each li
 in window-opening order, drops expired ones from the front as it goes, and past ``max_keys``
 forgets the oldest live key (failing open for that key rather than growing without bound).
 
-The limiter is built at start (``start``) into ``ctx.services["ratelimit"]`` only when
+The limiter is built at start (``start``) into ``ctx.ratelimit`` only when
 ``PDS_RATE_LIMITS_ENABLED`` is true; there is no module-level state.
 """
 
@@ -166,7 +166,7 @@ class RateLimiter:
 
 def consume_sign_in(ctx: Any, request: "Request", identifier: str) -> RateLimitStatus | None:
     """Count one password attempt outside XRPC (the OAuth form); the first exceeded limit, or None."""
-    limiter = ctx.services.get("ratelimit")
+    limiter = ctx.ratelimit
     if limiter is None:
         return None
     ip = client_ip(request, ctx.settings.trust_proxy_headers)
@@ -239,6 +239,6 @@ def tightest(statuses: Iterable[RateLimitStatus]) -> RateLimitStatus | None:
 async def start(ctx: "AppContext") -> None:
     settings = ctx.settings
     if settings.rate_limits_enabled:
-        ctx.services["ratelimit"] = RateLimiter(bypass_ips=settings.rate_limit_bypass_ips)
+        ctx.ratelimit = RateLimiter(bypass_ips=settings.rate_limit_bypass_ips)
     else:
         ctx.log.warning("PDS_RATE_LIMITS_ENABLED=false: no brute-force protection on logins")

@@ -36,7 +36,7 @@ def sync(conn: sqlite3.Connection, did: str, commit_cid: CID, commit_block: byte
 
 
 async def wake_firehose(ctx: "AppContext") -> None:
-    firehose = ctx.services.get("firehose")
+    firehose = ctx.firehose
     if firehose is None:
         return
     result = firehose.notify()

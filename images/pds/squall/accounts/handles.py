@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ..atproto import syntax
 from ..atproto.errors import InvalidSyntax
-from ..xrpc.errors import InvalidRequest
+from ..errors import InvalidRequest
 from .reserved import is_reserved
 
 MIN_NAME_LENGTH = 3

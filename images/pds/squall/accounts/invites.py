@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from ..xrpc.errors import InvalidRequest
+from ..errors import InvalidRequest
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 ADMIN = "admin"

@@ -35,7 +35,7 @@ from ..auth.passwords import hash_password
 from ..auth.service_jwt import ServiceJwtError, verify_service_jwt
 from ..identity import plc
 from ..store.sequencer import now_iso
-from ..xrpc.errors import AuthRequired, InvalidRequest, UpstreamFailure
+from ..errors import AuthRequired, InvalidRequest, UpstreamFailure
 from . import events, invites, operator_tokens
 from .repo_init import build_initial_repo, store_initial_repo
 from .sessions import mint, store_refresh_token
@@ -71,7 +71,7 @@ def _bearer(authorization: str | None) -> str:
 async def verify_migration_token(ctx: "AppContext", authorization: str | None, did: str) -> None:
     """Check the service-auth token that lets ``did`` be created here; AuthRequired otherwise."""
     token = _bearer(authorization)
-    identity = ctx.service("identity")
+    identity = ctx.identity
 
     async def get_key(issuer: str, fresh: bool) -> PublicKey | None:
         try:
@@ -111,7 +111,7 @@ async def create_migrated_account(ctx: "AppContext", data: SignupInput, did: str
         await ctx.db.write(invites.ensure_available, invite_code)
     await check_available(ctx, handle, email)
 
-    identity = ctx.service("identity")
+    identity = ctx.identity
     try:
         doc = await identity.resolve_did(did, fresh=True)
     except Exception as exc:
@@ -121,7 +121,7 @@ async def create_migrated_account(ctx: "AppContext", data: SignupInput, did: str
 
     password_hash = await hash_password(ctx.hasher, data.password)
     keypair = Secp256k1Keypair.generate()
-    repo = build_initial_repo(did, keypair, ctx.services["tid_clock"].next_tid())
+    repo = build_initial_repo(did, keypair, ctx.tid_clock.next_tid())
     session, jti, exp = mint(ctx.issuer, did, None)
 
     def store(conn: sqlite3.Connection) -> None:
@@ -162,7 +162,7 @@ def check_submitted_op(ctx: "AppContext", op: Any, *, handle: str | None, signin
         raise InvalidRequest(f"Invalid PLC operation: {exc}") from None
     if op["type"] != plc.OP_TYPE:
         raise InvalidRequest(f"Only a {plc.OP_TYPE} can be submitted here, not {op['type']}")
-    identity = ctx.service("identity")
+    identity = ctx.identity
     if identity.rotation_key.did_key() not in op["rotationKeys"]:
         raise InvalidRequest("Rotation keys do not include server's rotation key")
     if op["verificationMethods"].get("atproto") != signing_key.did_key():
@@ -185,7 +185,7 @@ async def submit_plc_operation(ctx: "AppContext", did: str, op: Any) -> None:
     if not plc.is_plc_did(did):
         raise InvalidRequest(f"{did} is not a did:plc; there is no PLC operation to submit")
     check_submitted_op(ctx, op, handle=account.handle, signing_key=account.keypair().public_key)
-    identity = ctx.service("identity")
+    identity = ctx.identity
     try:
         await identity.plc.send_operation(did, op)
     except plc.PlcRejected as exc:
@@ -231,7 +231,7 @@ async def sign_plc_operation(ctx: "AppContext", did: str, token: str | None, *,
     # The token is checked before the directory is asked; it is used up only once the operation is
     # signed, in one transaction with the deciding check.
     await operator_tokens.precheck(ctx.db, did, operator_tokens.PURPOSE_PLC, token)
-    identity = ctx.service("identity")
+    identity = ctx.identity
     try:
         last = await identity.plc.get_last_op(did)
     except plc.PlcUnavailable as exc:

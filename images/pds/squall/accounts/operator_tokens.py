@@ -20,7 +20,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
-from ..xrpc.errors import InvalidRequest
+from ..errors import InvalidRequest
 from .store import get_by_did_sync
 
 if TYPE_CHECKING:

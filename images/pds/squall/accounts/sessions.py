@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..auth.passwords import verify_password
 from ..auth.tokens import SCOPE_ACCESS, SCOPE_APP_PASS, SCOPE_APP_PASS_PRIVILEGED, TokenIssuer
-from ..xrpc.errors import AuthRequired, InvalidRequest
+from ..errors import AuthRequired, InvalidRequest
 from . import app_passwords
 from .app_passwords import AppPassword
 from .store import Account, get_by_identifier

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..atproto.crypto import PublicKey, Secp256k1Keypair
 from ..auth.passwords import hash_password
 from ..store.sequencer import now_iso
-from ..xrpc.errors import InvalidRequest, UpstreamFailure
+from ..errors import InvalidRequest, UpstreamFailure
 from . import events, invites
 from .handles import normalize_new_handle
 from .repo_init import InitialRepo, build_initial_repo, store_initial_repo
@@ -66,14 +66,14 @@ def check_password(password: str) -> None:
 
 
 def did_document(ctx: "AppContext", did: str, handle: str, signing_key: PublicKey) -> dict[str, Any]:
-    return ctx.services["identity"].did_document(did, handle, signing_key)
+    return ctx.identity.did_document(did, handle, signing_key)
 
 
 async def _make_did(ctx: "AppContext", handle: str, signing_key: PublicKey) -> tuple[str, bytes | None]:
     """(did, the signed PLC operation still to publish as DAG-CBOR, or None)."""
     from ..identity import IdentityRejected, IdentityUnpublished
 
-    identity = ctx.services.get("identity")
+    identity = ctx.identity
     if identity is None:
         raise UpstreamFailure("The identity service is not available; cannot create a DID")
     try:
@@ -122,7 +122,7 @@ async def create_account(ctx: "AppContext", data: SignupInput) -> NewAccount:
     password_hash = await hash_password(ctx.hasher, data.password)
     keypair = Secp256k1Keypair.generate()
     did, pending_op = await _make_did(ctx, handle, keypair.public_key)
-    repo = build_initial_repo(did, keypair, ctx.services["tid_clock"].next_tid())
+    repo = build_initial_repo(did, keypair, ctx.tid_clock.next_tid())
     session, jti, exp = mint(ctx.issuer, did, None)
 
     def store(conn: sqlite3.Connection) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..store.sequencer import now_iso
-from ..xrpc.errors import InvalidRequest
+from ..errors import InvalidRequest
 from . import events
 from .repo_init import current_commit
 from .store import get_by_did_sync

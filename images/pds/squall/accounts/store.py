@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..atproto.crypto import Keypair, P256Keypair, Secp256k1Keypair
+from ..atproto.syntax import normalize_handle
 
 if TYPE_CHECKING:
     from ..store.db import Database
@@ -102,6 +103,13 @@ async def get_by_identifier(db: "Database", identifier: str) -> Account | None:
     if ident.startswith("did:"):
         return await get_by_did(db, ident)
     return await get_by_handle(db, ident)
+
+
+async def find_account(db: "Database", identifier: str) -> Account | None:
+    """The local account named by a DID or a handle (repo parameters), whatever its status."""
+    if identifier.startswith("did:"):
+        return await get_by_did(db, identifier)
+    return await get_by_handle(db, normalize_handle(identifier))
 
 
 def get_by_did_sync(conn: sqlite3.Connection, did: str) -> Account | None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..store.sequencer import now_iso
-from ..xrpc.errors import InvalidRequest
+from ..errors import InvalidRequest
 from . import events
 from .store import get_by_did_sync
 

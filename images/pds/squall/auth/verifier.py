@@ -19,9 +19,9 @@ from typing import Any, Awaitable, Callable
 
 from argon2 import PasswordHasher
 
-from ..xrpc.errors import AuthRequired, Forbidden, InvalidRequest
-from ..xrpc.registry import Auth
+from ..errors import AuthRequired, Forbidden, InvalidRequest
 from .passwords import verify_password
+from .policy import Auth
 from .tokens import (
     ACCESS_SCOPES,
     SCOPE_ACCESS,

@@ -21,7 +21,7 @@ from ..atproto.cid import CID
 from ..atproto.dagcbor import MAX_DEPTH
 from ..atproto.errors import DecodeError
 from ..store.sequencer import now_iso
-from ..xrpc.errors import InvalidRequest
+from ..errors import InvalidRequest
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""BlobService (``ctx.services["blobs"]``): uploads, making blobs permanent, reads and the collector.
+"""BlobService (``ctx.blobs``): uploads, making blobs permanent, reads and the collector.
 
 Upload (https://atproto.com/specs/blob#blob-lifecycle): the body is streamed into a temp upload
 while it is hashed (sha-256 → a raw-codec CID), counted against ``PDS_BLOB_UPLOAD_LIMIT`` and its
@@ -23,7 +23,7 @@ from ..atproto.cid import CID, RAW
 from ..config import Settings
 from ..store.db import Database
 from ..store.sequencer import now_iso
-from ..xrpc.errors import InvalidRequest, PayloadTooLarge
+from ..errors import InvalidRequest, PayloadTooLarge
 from .disk import DiskBlobStore
 from .gc import GarbageCollector, SweepReport
 from .options import BlobOptions

@@ -1,7 +1,7 @@
 """The firehose feature module: ``com.atproto.sync.subscribeRepos`` and relay crawl requests
 (https://atproto.com/specs/event-stream, https://atproto.com/specs/sync).
 
-Registers ``ctx.services["firehose"]`` (a :class:`~.service.Firehose`); writers call its
+Registers ``ctx.firehose`` (a :class:`~.service.Firehose`); writers call its
 ``notify()`` after a transaction that appended events to ``repo_seq``.
 """
 
@@ -24,7 +24,7 @@ __all__ = ["Firehose", "FirehoseOptions", "routes", "start", "stop"]
 
 def routes(app: Any, get_ctx: Callable[[], Any]) -> None:
     async def websocket_endpoint(websocket: WebSocket) -> None:
-        await subscribe_repos(websocket, get_ctx().service("firehose"))
+        await subscribe_repos(websocket, get_ctx().firehose)
 
     async def http_endpoint(request: Request) -> JSONResponse:
         # A plain GET (no upgrade) is a client mistake, not an unknown method.
@@ -51,10 +51,8 @@ async def start(ctx: Any) -> None:
     firehose = Firehose(ctx.db, ctx.log, backfill_limit_ms=s.repo_backfill_limit_ms, options=options,
                         crawlers=crawlers)
     await firehose.start()
-    ctx.services["firehose"] = firehose
+    ctx.firehose = firehose
 
 
 async def stop(ctx: Any) -> None:
-    firehose = ctx.services.pop("firehose", None)
-    if firehose is not None:
-        await firehose.stop()
+    await ctx.firehose.stop()

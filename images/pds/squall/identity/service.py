@@ -1,6 +1,6 @@
 """IdentityService: DIDs for new accounts, handle changes, resolution, and the PLC retry loop.
 
-Attached as ``ctx.services["identity"]`` (see ``squall.identity.start``). Account creation, the
+Attached as ``ctx.identity`` (see ``squall.identity.start``). Account creation, the
 session endpoints and the XRPC handlers call it; it never creates accounts itself.
 
 did:plc publication (https://web.plc.directory/spec/v0.1/did-plc): the signed genesis operation is

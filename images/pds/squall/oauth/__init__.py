@@ -22,7 +22,7 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
 
     def get_provider() -> OAuthProvider | None:
         try:
-            return get_ctx().services.get("oauth")
+            return getattr(get_ctx(), "oauth", None)
         except KeyError:  # before start-up has finished
             return None
 
@@ -32,11 +32,9 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
 
 async def start(ctx) -> None:
     provider = OAuthProvider(settings=ctx.settings, db=ctx.db, hasher=ctx.hasher, jwt_secret=ctx.secrets.jwt_secret)
-    ctx.services["oauth"] = provider
+    ctx.oauth = provider
     ctx.verifier.attach_dpop(ResourceVerifier(provider))
 
 
 async def stop(ctx) -> None:
-    provider = ctx.services.pop("oauth", None)
-    if provider is not None:
-        await provider.close()
+    await ctx.oauth.close()

@@ -113,7 +113,7 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
     templates: list[Any] = []  # the Environment, made on first use
 
     def provider() -> OAuthProvider:
-        return get_ctx().service("oauth")
+        return get_ctx().oauth
 
     def oauth_json(body: Any, status: int = 200, extra: dict[str, str] | None = None) -> JSONResponse:
         headers = {"Cache-Control": "no-store", "DPoP-Nonce": provider().dpop.next_nonce(), **(extra or {})}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..accounts.sessions import LoginChecker
-from ..xrpc.errors import XRPCError
+from ..errors import DomainError
 from .clients import SUPPORTED_SCOPES, Client, ClientStore, parse_scope
 from .dpop import DpopChecker, DpopProof, ReplayCache
 from .errors import OAuthError
@@ -156,7 +156,7 @@ class OAuthProvider:
         """The DID on success; None on a wrong identifier or password (counted per request)."""
         try:
             account, app_password = await self._login.login(identifier, password)
-        except XRPCError:
+        except DomainError:
             account, app_password = None, None
         # OAuth asks for the account password itself; app passwords are for legacy clients.
         if account is not None and app_password is None and not account.is_takendown:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..auth.tokens import SCOPE_APP_PASS, SCOPE_APP_PASS_PRIVILEGED
-from ..xrpc.errors import AuthRequired, Forbidden
+from ..errors import AuthRequired, Forbidden
 from .dpop import DpopError
 from .tokens import AccessTokenError
 

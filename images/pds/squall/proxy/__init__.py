@@ -8,7 +8,7 @@ signed by the user's repo key in place of the user's own credentials.
 * ``methods``: the protected (never proxied) and privileged (no plain app passwords) methods;
 * ``target``: the ``atproto-proxy`` header and the configured defaults → a service origin;
 * ``forwarder``: header allow-lists, streaming with size and time limits, upstream error mapping;
-* ``service``: ``ProxyService``, attached as ``ctx.services["proxy"]``.
+* ``service``: ``ProxyService``, attached as ``ctx.proxy``.
 
 The XRPC side (the catch-all and ``com.atproto.server.getServiceAuth``) is ``squall.xrpc.proxy``.
 """

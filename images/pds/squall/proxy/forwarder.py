@@ -38,7 +38,7 @@ import httpx
 from starlette.responses import Response, StreamingResponse
 
 from ..net import ForbiddenDestination, OutboundPolicy, ResponseTooLarge, make_client
-from ..xrpc.errors import InvalidRequest, PayloadTooLarge, UpstreamFailure, UpstreamTimeout, XRPCError
+from ..errors import DomainError, InvalidRequest, PayloadTooLarge, UpstreamError, UpstreamFailure, UpstreamTimeout
 
 REQUEST_HEADERS = ("accept-language", "atproto-accept-labelers", "x-bsky-topics")
 REQUEST_BODY_HEADERS = ("content-type", "content-encoding", "content-length")
@@ -83,14 +83,6 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 
     def return_ok(self, cookie, request) -> bool:  # type: ignore[no-untyped-def]
         return False
-
-
-class UpstreamError(XRPCError):
-    """An error response from the upstream service, relayed with its status and envelope."""
-
-    def __init__(self, status: int, name: str, message: str, headers: dict[str, str]):
-        super().__init__(message, name, headers=headers)
-        self.status = status
 
 
 class UpstreamStreamError(Exception):
@@ -203,7 +195,7 @@ class Forwarder:
         request = self.client.build_request(method, url, headers=headers, content=content, timeout=self._timeout)
         try:
             upstream = await self.client.send(request, stream=True)
-        except XRPCError:
+        except DomainError:
             raise
         except httpx.HTTPError as exc:
             raise self._map(exc, nsid, origin) from None
@@ -238,7 +230,7 @@ class Forwarder:
         return StreamingResponse(self._relay(upstream, chunks, nsid, head), status_code=upstream.status_code,
                                  headers=headers)
 
-    def _map(self, exc: httpx.HTTPError, nsid: str, origin: str) -> XRPCError:
+    def _map(self, exc: httpx.HTTPError, nsid: str, origin: str) -> DomainError:
         if isinstance(exc, ForbiddenDestination):
             self.log.warning("proxy destination refused: %s", exc, extra={"nsid": nsid})
             return UpstreamFailure("Upstream service unreachable: its address is not allowed "

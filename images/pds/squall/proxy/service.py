@@ -1,6 +1,6 @@
 """ProxyService: the pieces of service proxying held together for the XRPC layer.
 
-Attached as ``ctx.services["proxy"]``. It resolves targets (``target``), mints service-auth
+Attached as ``ctx.proxy``. It resolves targets (``target``), mints service-auth
 tokens with the calling account's repo key (``squall.auth.service_jwt``) and forwards
 (``forwarder``). The XRPC catch-all and the preference methods use it.
 """
@@ -15,7 +15,7 @@ from ..atproto.crypto import Keypair
 from ..auth.service_jwt import create_service_jwt
 from ..net import OutboundPolicy
 from ..store.db import Database
-from ..xrpc.errors import AuthRequired
+from ..errors import AuthRequired
 from .forwarder import Forwarder, ProxyLimits
 from .target import TargetResolver
 

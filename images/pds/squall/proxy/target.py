@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from ..atproto import syntax
-from ..xrpc.errors import InvalidRequest
+from ..errors import InvalidRequest
 
 MAX_HEADER_LENGTH = 2048
 MAX_SERVICE_ID_LENGTH = 256

@@ -51,7 +51,7 @@ from ..atproto.errors import AtprotoError, DecodeError, InvalidSyntax
 from ..atproto.mst import NodeStore, NodeWrangler
 from ..blobs.refs import find_blob_refs
 from ..store.sequencer import now_iso
-from ..xrpc.errors import InvalidRequest, PayloadTooLarge
+from ..errors import InvalidRequest, PayloadTooLarge
 
 # The largest CAR accepted. Not a setting: it only has to exceed any real account's repo (the
 # largest Bluesky repos are a few hundred MB) while still bounding the temporary disk an import
@@ -312,7 +312,7 @@ async def import_repo(ctx: Any, did: str, body: AsyncIterator[bytes], signing_ke
         imported = await ctx.db.write(_store, staging.path, did, commit_cid, rev, (blocks, records, refs))
     finally:
         await asyncio.to_thread(staging.close)
-    clock = ctx.services.get("tid_clock")
+    clock = ctx.tid_clock
     if clock is not None:
         clock.observe(rev)  # later commits here must sort after the imported one
     if imported.seq is not None:

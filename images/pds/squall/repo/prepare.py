@@ -23,7 +23,7 @@ from ..atproto.errors import AtprotoError, DecodeError, InvalidSyntax
 from ..atproto.lexicon import Lexicons, LexiconValidationError
 from ..atproto.repo import CREATE, DELETE, MAX_RECORD_BYTES, UPDATE
 from ..atproto.tid import TidClock
-from ..xrpc.errors import InvalidRequest
+from ..errors import InvalidRequest
 
 PUT: Final = "put"  # create or update, decided inside the transaction (putRecord)
 

@@ -1,4 +1,4 @@
-"""The repository service: ``ctx.services["repo"]``.
+"""The repository service: ``ctx.repo``.
 
 It owns what every repo write shares — the app's TID clock, the bundled Lexicons, a cache of
 decoded MST nodes — and runs each write as prepare (here, before any lock) → build and persist
@@ -38,12 +38,14 @@ def _load_blob_refs(log: logging.Logger) -> ModuleType | None:
 
 
 class RepoService:
-    def __init__(self, db: Database, clock: TidClock, services: dict[str, Any], log: logging.Logger, *,
-                 lexicons: Lexicons | None = None, blob_refs: ModuleType | None = None) -> None:
+    def __init__(self, db: Database, clock: TidClock, log: logging.Logger, *, firehose: "Firehose | None",
+                 blobs: "BlobService | None", lexicons: Lexicons | None = None,
+                 blob_refs: ModuleType | None = None) -> None:
         self.db = db
         self.clock = clock
         self.log = log
-        self._services = services
+        self.firehose = firehose  # woken after each commit
+        self.blobs = blobs  # makes newly referenced blobs permanent after each commit
         self.lexicons = lexicons if lexicons is not None else load_bundled()
         self.preparer = Preparer(self.lexicons, clock)
         self.node_cache = NodeCache(NODE_CACHE_SIZE)
@@ -59,13 +61,13 @@ class RepoService:
         return outcome
 
     async def _after_commit(self, outcome: CommitOutcome) -> None:
-        firehose = self._services.get("firehose")
+        firehose = self.firehose
         if firehose is not None:
             result = firehose.notify()
             if inspect.isawaitable(result):
                 await result
         if outcome.permanent_blobs:
-            blobs = self._services.get("blobs")
+            blobs = self.blobs
             if blobs is None:
                 self.log.error("records reference blobs but no blob store is configured", extra={"did": outcome.did})
                 return

@@ -27,7 +27,7 @@ from ..atproto.mst import NodeCache
 from ..atproto.repo import CREATE, DELETE, UPDATE, InvalidWrite, Write, apply_writes
 from ..atproto.tid import TidClock
 from ..store.sequencer import append_event, now_iso
-from ..xrpc.errors import AuthRequired, Forbidden, InvalidRequest
+from ..errors import AuthRequired, Forbidden, InvalidRequest
 from .blockstore import SqliteBlockStore
 from .prepare import PUT, UNSET, PreparedWrite
 

@@ -3,7 +3,7 @@
 ``append_event`` runs on the writer connection (inside ``Database.write``), so a commit and its
 event are stored together or not at all. The body is the DAG-CBOR event body without ``seq``; the
 firehose adds ``seq`` when it frames the event. After the transaction commits, the caller wakes the
-fan-out (``ctx.services["firehose"]``) so subscribers see the event.
+fan-out (``ctx.firehose``) so subscribers see the event.
 """
 
 from __future__ import annotations

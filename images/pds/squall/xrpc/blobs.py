@@ -28,7 +28,7 @@ from ..blobs.service import BlobService
 from ..blobs.store import BlobNotFoundError, BlobStoreError
 from ..ratelimit import DAY, KeyBy, RateLimit
 from .dispatch import check_declared_length
-from .errors import InvalidRequest, UpstreamFailure, XRPCError
+from .errors import InvalidRequest, RangeNotSatisfiable, UpstreamFailure
 from .registry import Auth, Method
 from .request import XrpcRequest
 
@@ -39,32 +39,24 @@ SECURITY_HEADERS = {
 _RANGE = re.compile(r"^(\d{0,18})-(\d{0,18})$")
 
 
-class RangeNotSatisfiable(XRPCError):
-    status = 416
-    default_name = "InvalidRange"
-    default_text = "Requested range not satisfiable"
-
-
 # -- feature module ------------------------------------------------------------------------------------
 
 
 async def start(ctx: Any) -> None:
     service = BlobService.from_settings(ctx.db, ctx.settings, ctx.log)
     await service.start()
-    ctx.services["blobs"] = service
+    ctx.blobs = service
 
 
 async def stop(ctx: Any) -> None:
-    service = ctx.services.pop("blobs", None)
-    if service is not None:
-        await service.stop()
+    await ctx.blobs.stop()
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
 
 
 def _service(req: XrpcRequest) -> BlobService:
-    return req.ctx.service("blobs")
+    return req.ctx.blobs
 
 
 def _did_param(req: XrpcRequest) -> str:

@@ -1,91 +1,66 @@
 """XRPC errors: the JSON envelope ``{"error": Name, "message": text}`` with the reference's names.
 
-Handlers raise these; the dispatcher turns them into responses. Anything else that escapes a
-handler becomes a 500 ``InternalServerError`` with a generic message (the detail goes to the log,
-never to the client).
+Services raise the domain errors of ``squall.errors``; this module is the one table that maps each
+class to its HTTP status, and re-exports the classes under the names handlers use (``XRPCError`` is
+the domain base class). Anything else that escapes a handler becomes a 500
+``InternalServerError`` with a generic message (the detail goes to the log, never to the client).
 """
 
 from __future__ import annotations
 
+from ..errors import (
+    AuthRequired,
+    DomainError,
+    Forbidden,
+    InternalServerError,
+    InvalidRequest,
+    MethodNotImplemented,
+    NotEnoughResources,
+    NotFound,
+    PayloadTooLarge,
+    RateLimitExceeded,
+    UpstreamError,
+    UpstreamFailure,
+    UpstreamTimeout,
+)
 
-class XRPCError(Exception):
-    status = 500
-    default_name = "InternalServerError"
-    default_text = "Internal Server Error"
+XRPCError = DomainError
 
-    def __init__(self, message: str | None = None, name: str | None = None, *, headers: dict[str, str] | None = None):
-        self.message = message or self.default_message()
-        self.name = name or self.default_name
-        self.headers = headers or {}
-        super().__init__(self.message)
-
-    def default_message(self) -> str:
-        return self.default_text
-
-    def body(self) -> dict[str, str]:
-        return {"error": self.name, "message": self.message}
-
-
-class InvalidRequest(XRPCError):
-    status = 400
-    default_name = "InvalidRequest"
-    default_text = "Invalid request"
-
-
-class AuthRequired(XRPCError):
-    status = 401
-    default_name = "AuthenticationRequired"
-    default_text = "Authentication Required"
+__all__ = [
+    "AuthRequired", "Forbidden", "InternalServerError", "InvalidRequest", "MethodNotImplemented",
+    "NotEnoughResources", "NotFound", "PayloadTooLarge", "RangeNotSatisfiable", "RateLimitExceeded",
+    "STATUS", "UpstreamError", "UpstreamFailure", "UpstreamTimeout", "XRPCError", "status_of",
+]
 
 
-class Forbidden(XRPCError):
-    status = 403
-    default_name = "Forbidden"
-    default_text = "Forbidden"
+class RangeNotSatisfiable(DomainError):
+    """An HTTP Range header outside the blob (getBlob): a web-layer failure, not a domain one."""
+    default_name = "InvalidRange"
+    default_text = "Requested range not satisfiable"
 
 
-class NotFound(XRPCError):
-    status = 404
-    default_name = "NotFound"
-    default_text = "Not Found"
+# The one map from failure to status. A subclass (a more precise name) takes its base's status.
+STATUS: dict[type[DomainError], int] = {
+    InvalidRequest: 400,
+    AuthRequired: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    RangeNotSatisfiable: 416,
+    RateLimitExceeded: 429,
+    InternalServerError: 500,
+    MethodNotImplemented: 501,
+    UpstreamFailure: 502,
+    NotEnoughResources: 503,
+    UpstreamTimeout: 504,
+}
 
 
-class PayloadTooLarge(XRPCError):
-    status = 413
-    default_name = "PayloadTooLarge"
-    default_text = "Request entity too large"
-
-
-class RateLimitExceeded(XRPCError):
-    status = 429
-    default_name = "RateLimitExceeded"
-    default_text = "Rate Limit Exceeded"
-
-
-class InternalServerError(XRPCError):
-    status = 500
-    default_name = "InternalServerError"
-
-
-class MethodNotImplemented(XRPCError):
-    status = 501
-    default_name = "MethodNotImplemented"
-    default_text = "Method Not Implemented"
-
-
-class UpstreamFailure(XRPCError):
-    status = 502
-    default_name = "UpstreamFailure"
-    default_text = "Upstream Failure"
-
-
-class NotEnoughResources(XRPCError):
-    status = 503
-    default_name = "NotEnoughResources"
-    default_text = "Not Enough Resources"
-
-
-class UpstreamTimeout(XRPCError):
-    status = 504
-    default_name = "UpstreamTimeout"
-    default_text = "Upstream Timeout"
+def status_of(err: DomainError) -> int:
+    if isinstance(err, UpstreamError):
+        return err.upstream_status
+    for cls in type(err).__mro__:
+        status = STATUS.get(cls)  # type: ignore[arg-type]
+        if status is not None:
+            return status
+    return 500

@@ -40,15 +40,14 @@ from .registry import Auth, Method
 from .request import XrpcRequest
 
 
-class HandleNotFound(XRPCError):
-    status = 400
+class HandleNotFound(InvalidRequest):
     default_name = "HandleNotFound"
     default_text = "Unable to resolve handle"
 
 
 def _service(req_or_ctx: Any) -> IdentityService:
     ctx = getattr(req_or_ctx, "ctx", req_or_ctx)
-    return ctx.service("identity")
+    return ctx.identity
 
 
 # -- XRPC ----------------------------------------------------------------------------------------
@@ -80,7 +79,7 @@ async def change_handle(ctx: Any, did: str, current_handle: str | None, checked:
     """Move ``did`` to the checked handle: availability, proof for an external domain, the PLC op
     when the handle changes, then the account row and the ``#identity`` event. Shared by the user's
     updateHandle and the admin's updateAccountHandle (which may pass reserved names)."""
-    service = ctx.service("identity")
+    service = ctx.identity
     handle = checked.handle
     holder = await service.local_did_for_handle(handle)
     if holder is not None and holder != did:

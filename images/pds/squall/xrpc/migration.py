@@ -36,7 +36,7 @@ async def _commit_keys(req: XrpcRequest, own_key: PublicKey) -> list[PublicKey]:
     old PDS's, while the identity still points there). When the document already names this
     account's new key (the user moved the identity before importing), the earlier ``#atproto``
     keys of the did:plc log count too, since the commit was signed before the move."""
-    identity = req.ctx.service("identity")
+    identity = req.ctx.identity
     did = req.did
     try:
         doc = await identity.resolve_did(did, fresh=True)

@@ -3,7 +3,7 @@
 "Inter-Service Authentication"; behaviour and error names as the reference PDS).
 
 The feature module for ``squall.app``: ``start`` attaches ``ProxyService`` as
-``ctx.services["proxy"]`` (after the identity service, which resolves ``atproto-proxy`` DIDs),
+``ctx.proxy`` (after the identity service, which resolves ``atproto-proxy`` DIDs),
 ``fallback`` is the dispatcher's catch-all.
 
 A proxied call, in order: only GET, HEAD and POST; protected (account-management) methods are
@@ -37,13 +37,11 @@ MAX_METHODLESS_TTL = 60  # … and at most a minute when it is not bound to a me
 
 
 async def start(ctx: "AppContext") -> None:
-    ctx.services["proxy"] = ProxyService(ctx.settings, ctx.db, ctx.service("identity"), log=ctx.log)
+    ctx.proxy = ProxyService(ctx.settings, ctx.db, ctx.identity, log=ctx.log)
 
 
 async def stop(ctx: "AppContext") -> None:
-    service = ctx.services.pop("proxy", None)
-    if service is not None:
-        await service.close()
+    await ctx.proxy.close()
 
 
 def _proxy_header(request: Request) -> str | None:
@@ -57,7 +55,7 @@ async def forward(ctx: "AppContext", request: Request, nsid: str, auth: "AuthRes
                   body: AsyncIterable[bytes] | bytes | None = None,
                   body_headers: Mapping[str, str] | None = None) -> Response:
     """Forward ``request`` to ``target`` on behalf of the authenticated caller."""
-    proxy: ProxyService = ctx.services["proxy"]
+    proxy: ProxyService = ctx.proxy
     assert auth.did is not None
     # The reference's current outbound tokens carry the bare DID as audience; the service id
     # only chose the endpoint.
@@ -74,7 +72,7 @@ async def forward_if_other_appview(req: XrpcRequest, nsid: str, *, body: bytes |
     header = _proxy_header(req.http)
     if header is None:
         return None
-    proxy: ProxyService = req.ctx.services["proxy"]
+    proxy: ProxyService = req.ctx.proxy
     appview = proxy.targets.configured("appview")
     if appview is not None and header == appview.ref:
         return None
@@ -88,7 +86,7 @@ async def fallback(ctx: "AppContext", request: Request, nsid: str) -> Response |
         raise InvalidRequest("XRPC requests only supports GET and POST")
     if is_protected(nsid):
         raise InvalidRequest("Bad token method", "InvalidToken")
-    proxy: ProxyService = ctx.services["proxy"]
+    proxy: ProxyService = ctx.proxy
     header = _proxy_header(request)
     target = proxy.targets.default(nsid) if header is None else None
     if header is None and target is None:
@@ -147,7 +145,7 @@ async def get_service_auth(req: XrpcRequest) -> dict[str, Any]:
                                  "in the future", "BadExpiration")
     if lxm is not None and is_protected(lxm):
         raise InvalidRequest(f"cannot request a service auth token for the following protected method: {lxm}")
-    proxy: ProxyService = req.ctx.services["proxy"]
+    proxy: ProxyService = req.ctx.proxy
     return {"token": await proxy.service_token(req.did, aud, lxm, exp=exp)}
 
 

@@ -9,26 +9,17 @@ The registry is therefore the table of contents of the API, and the dispatcher
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal
 
 from ..atproto import syntax
+from ..auth.policy import Auth
 from ..ratelimit import RateLimit
+
+__all__ = ["Auth", "Handler", "Kind", "Method", "Registry"]
 
 if TYPE_CHECKING:
     from .request import XrpcRequest
-
-
-class Auth(enum.Enum):
-    NONE = "none"  # public
-    OPTIONAL = "optional"  # a valid access token is used when present; a bad one is refused
-    ACCESS = "access"  # any access token: full session or app password
-    PRIVILEGED = "privileged"  # full session or privileged app password
-    FULL = "full"  # full session only (no app password)
-    REFRESH = "refresh"  # refresh token
-    ADMIN = "admin"  # admin credential only; user tokens are refused
-    ACCESS_OR_ADMIN = "access_or_admin"
 
 
 Kind = Literal["query", "procedure"]

@@ -3,14 +3,14 @@ com.atproto.repo lexicons; error names, statuses and the ``validate`` semantics 
 reference PDS).
 
 Handlers read and check the input, pick the account, and hand prepared writes to the repo service
-(``ctx.services["repo"]``), which commits them in one transaction. Reads use the reader pool.
+(``ctx.repo``), which commits them in one transaction. Reads use the reader pool.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..accounts.store import Account, get_by_did, get_by_handle
+from ..accounts.store import find_account
 from ..atproto import syntax
 from ..atproto.repo import CREATE, MAX_OPS_PER_COMMIT, UPDATE
 from ..identity.document import handle_from_doc
@@ -21,6 +21,7 @@ from ..repo.writer import check_account_row
 from .errors import AuthRequired, InvalidRequest
 from .registry import Auth, Method
 from .request import XrpcRequest
+from .sync import assert_repo_availability
 
 INVALID_HANDLE = "handle.invalid"
 WRITE_BODY_LIMIT = 1_000_000  # the reference's jsonLimit for record writes
@@ -31,18 +32,11 @@ _DELETE = "com.atproto.repo.applyWrites#delete"
 
 
 def _service(req: XrpcRequest) -> RepoService:
-    return req.ctx.service("repo")
+    return req.ctx.repo
 
 
 def _identifier(value: Any, where: str) -> str:
     return check_string(value, where, syntax.ensure_valid_at_identifier, f"{where} must be a valid handle or DID")
-
-
-async def find_account(req: XrpcRequest, identifier: str) -> Account | None:
-    """The local account named by a DID or a handle, whatever its status."""
-    if identifier.startswith("did:"):
-        return await get_by_did(req.ctx.db, identifier)
-    return await get_by_handle(req.ctx.db, syntax.normalize_handle(identifier))
 
 
 async def _writer_did(req: XrpcRequest) -> str:
@@ -52,7 +46,7 @@ async def _writer_did(req: XrpcRequest) -> str:
     identifier = _identifier(req.field("repo", str), "Input/repo")
     if identifier == req.did:
         return identifier
-    account = await find_account(req, identifier)
+    account = await find_account(req.ctx.db, identifier)
     check_account_row(None if account is None else {"takedown_ref": account.takedown_ref,
                                                     "deactivated_at": account.deactivated_at})
     assert account is not None
@@ -201,11 +195,10 @@ async def list_records(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def describe_repo(req: XrpcRequest) -> dict[str, Any]:
-    from .sync import assert_repo_availability
 
     repo = _identifier(req.str_param("repo", required=True), "Params/repo")
     account = await assert_repo_availability(req, repo, self_or_admin=False)
-    identity = req.ctx.services.get("identity")
+    identity = req.ctx.identity
     doc = None
     if identity is not None:
         try:

@@ -32,13 +32,7 @@ MAX_FOR_ACCOUNTS = 100
 
 
 async def start(ctx) -> None:
-    # One TID clock per app: revs and record keys must never go backwards, even across restarts
-    # with a slow clock, so it starts above the newest rev stored.
-    clock = ctx.services.setdefault("tid_clock", TidClock())
-    row = await ctx.db.fetchone("SELECT MAX(rev) AS rev FROM repo_root")
-    if row is not None and row["rev"]:
-        clock.observe(row["rev"])
-    ctx.services["login"] = LoginChecker(ctx.db, ctx.hasher)
+    ctx.login = LoginChecker(ctx.db, ctx.hasher)
     # Logins hash with argon2id (19 MiB each); without this the buffers stay resident after use.
     pin_mmap_threshold()
 
@@ -180,7 +174,7 @@ async def _valid_did(req: XrpcRequest, account: Account) -> bool:
     """Does the published DID document name this server and the account's signing key?"""
     if account.plc_pending_op is not None:
         return False
-    identity = req.ctx.services["identity"]
+    identity = req.ctx.identity
     try:
         doc = await identity.resolve_did(account.did, fresh=True)
     except Exception as exc:  # an unreachable directory means "not confirmed", not a failed call
@@ -217,7 +211,7 @@ async def create_session(req: XrpcRequest) -> dict[str, Any]:
     allow_takendown = req.field("allowTakendown", bool, required=False, default=False)
     req.field("authFactorToken", str, required=False)
     ctx = req.ctx
-    account, app_password = await ctx.services["login"].login(identifier, password)
+    account, app_password = await ctx.login.login(identifier, password)
     if account.is_takendown:
         if not allow_takendown:
             raise AuthRequired("Account has been taken down", "AccountTakedown")

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
-from ..accounts.store import Account
+from ..accounts.store import Account, find_account
 from ..atproto import syntax
 from ..atproto.car import encode_car
 from ..atproto.errors import InvalidSyntax
@@ -63,9 +63,7 @@ async def _caller(req: XrpcRequest) -> tuple[str | None, bool]:
 async def assert_repo_availability(req: XrpcRequest, identifier: str, *, self_or_admin: bool | None = None) -> Account:
     """The account whose repo is asked for, or the reference's RepoNotFound / RepoTakendown /
     RepoDeactivated. ``self_or_admin`` None: decided from the request's credentials."""
-    from .repo import find_account
-
-    account = await find_account(req, identifier)
+    account = await find_account(req.ctx.db, identifier)
     if account is None:
         raise InvalidRequest(f"Could not find repo for DID: {identifier}", "RepoNotFound")
     if self_or_admin is None:
@@ -111,7 +109,7 @@ async def get_record(req: XrpcRequest) -> Response:
     collection = check_collection(req.str_param("collection", required=True), "Params/collection")
     rkey = check_rkey(req.str_param("rkey", required=True), "Params/rkey")
     await assert_repo_availability(req, did)
-    service = req.ctx.services.get("repo")
+    service = req.ctx.repo
     cache = service.node_cache if service is not None else None
     async with req.ctx.db.reader() as conn:
         car = await record_proof(conn, did, collection, rkey, cache)

@@ -1,0 +1,20 @@
+"""Owner of the repository tables: ``repo_root`` (each account's current commit), ``repo_block``
+(every block of every repo, by CID and rev) and ``record`` (the index of current records).
+
+Readers take the ``Database`` (or a reader connection) and run on the reader pool; writers take
+the writer's ``sqlite3.Connection`` and run inside the caller's ``Database.write`` transaction, so
+a commit's blocks, records, blob references, root and firehose event are one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .db import Database
+
+
+async def newest_rev(db: "Database") -> str | None:
+    """The highest repo rev stored (the TID clock starts above it)."""
+    row = await db.fetchone("SELECT MAX(rev) AS rev FROM repo_root")
+    return row["rev"] if row is not None and row["rev"] else None
