@@ -1,5 +1,5 @@
 """The protocol core stays pure: importing any squall.atproto module pulls in no web framework,
-database, cloud or HTTP client, and no other part of squall (see ARCHITECTURE.md)."""
+database, cloud or HTTP client, and no other part of squall (see docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
