@@ -30,7 +30,10 @@ from .auth.verifier import AuthVerifier
 from .config import Settings
 from .context import AppContext
 from .secrets import load_or_create_secrets
+from .store import accounts as accounts_store
+from .store import blobs as blobs_store
 from .store import repos as repos_store
+from .store import sequencer as sequencer_store
 from .store.db import Database
 from .version import __version__
 from .xrpc.dispatch import dispatch, error_response
@@ -223,21 +226,19 @@ class RequestLog:
 
 async def _admin_status(ctx: AppContext) -> dict[str, Any]:
     db = ctx.db
-    accounts = await db.fetchone(
-        "SELECT COUNT(*) AS total, SUM(deactivated_at IS NULL AND takedown_ref IS NULL) AS active FROM account"
-    )
-    blobs = await db.fetchone("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM blob")
-    seq = await db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
+    total, active = await accounts_store.count_accounts(db)
+    blob_count, blob_bytes = await blobs_store.blob_totals(db)
+    seq = await sequencer_store.max_seq(db)
     status: dict[str, Any] = {
         "version": __version__,
         "uptimeSeconds": round(time.time() - ctx.started_at, 1),
         "hostname": ctx.settings.hostname,
         "serviceDid": ctx.settings.service_did,
         "didMethod": ctx.settings.did_method,
-        "accounts": {"total": accounts["total"] or 0, "active": accounts["active"] or 0},
+        "accounts": {"total": total, "active": active},
         "database": {"bytes": db.size_bytes(), "schemaVersion": db.schema_version},
-        "blobs": {"count": blobs["n"], "bytes": blobs["bytes"]},
-        "firehose": {"seq": seq["seq"]},
+        "blobs": {"count": blob_count, "bytes": blob_bytes},
+        "firehose": {"seq": seq},
         "backup": _backup_status(ctx.settings.data_directory),
     }
     return status

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.low_level import Type, hash_secret
 
+from ..store import accounts as accounts_store, sessions as sessions_store
+
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 APP_PASSWORD_RE = re.compile(r"^[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}$")
 MAX_NAME_LENGTH = 100
@@ -52,21 +54,15 @@ async def hash_app_password(hasher: PasswordHasher, did: str, password: str) -> 
     return await asyncio.to_thread(hash_app_password_sync, hasher, did, password)
 
 
-# -- SQL ----------------------------------------------------------------------------------------
+# -- storing (inside Database.write) -------------------------------------------------------------
 
 
 def insert(conn: sqlite3.Connection, did: str, name: str, password_hash: str, privileged: bool,
            created_at: str) -> bool:
     """False when the account already has an app password of that name (or too many)."""
-    count = conn.execute("SELECT COUNT(*) FROM app_password WHERE did = ?", (did,)).fetchone()[0]
-    if count >= MAX_PER_ACCOUNT:
+    if accounts_store.count_app_passwords(conn, did) >= MAX_PER_ACCOUNT:
         raise TooManyAppPasswords()
-    cur = conn.execute(
-        "INSERT INTO app_password (did, name, password_hash, privileged, created_at) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (did, name) DO NOTHING",
-        (did, name, password_hash, int(privileged), created_at),
-    )
-    return cur.rowcount == 1
+    return accounts_store.insert_app_password(conn, did, name, password_hash, privileged, created_at)
 
 
 class TooManyAppPasswords(Exception):
@@ -75,5 +71,5 @@ class TooManyAppPasswords(Exception):
 
 def delete(conn: sqlite3.Connection, did: str, name: str) -> None:
     """Remove the app password and every refresh token issued through it."""
-    conn.execute("DELETE FROM app_password WHERE did = ? AND name = ?", (did, name))
-    conn.execute("DELETE FROM refresh_token WHERE did = ? AND app_password_name = ?", (did, name))
+    accounts_store.delete_app_password(conn, did, name)
+    sessions_store.delete_refresh_tokens_of_app_password(conn, did, name)

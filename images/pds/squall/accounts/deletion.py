@@ -25,10 +25,19 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..store import accounts as accounts_store
+from ..store import blobs as blobs_store
+from ..store import identity as identity_store
+from ..store import invites as invites_store
+from ..store import preferences as preferences_store
+from ..store import repos as repos_store
+from ..store import sequencer
+from ..store import sessions as sessions_store
+from ..store import tokens as tokens_store
+from ..store.accounts import get_by_did_sync
 from ..store.sequencer import now_iso
 from . import events, operator_tokens
 from .operator_tokens import AccountNotFound
-from .store import get_by_did_sync
 
 if TYPE_CHECKING:
     from ..context import AppContext
@@ -52,24 +61,22 @@ def delete_account(conn: sqlite3.Connection, did: str) -> DeletedAccount:
     account = get_by_did_sync(conn, did)
     if account is None:
         raise AccountNotFound(did)
-    records = conn.execute("DELETE FROM record WHERE did = ?", (did,)).rowcount
-    conn.execute("DELETE FROM record_blob WHERE did = ?", (did,))
-    conn.execute("DELETE FROM repo_block WHERE did = ?", (did,))
+    # Each table's owner removes its rows; all of it runs in the caller's one transaction.
+    records = repos_store.delete_repo_for_account(conn, did)  # records, blocks and root
     # Taken-down blobs are kept by the collector (their row blocks a re-upload); not once the
     # account itself is gone.
-    blobs = conn.execute(
-        "UPDATE blob SET unreferenced_since = ?, takedown_ref = NULL WHERE did = ?",
-        (UNREFERENCED_SINCE_DELETION, did),
-    ).rowcount
-    conn.execute("UPDATE invite_code SET disabled = 1 WHERE for_account = ?", (did,))
-    conn.execute("DELETE FROM did_cache WHERE did = ?", (did,))
+    blobs = blobs_store.release_blobs_for_account(conn, did, UNREFERENCED_SINCE_DELETION)
+    invites_store.disable_account_invite_codes(conn, did)
+    identity_store.delete_cached_did(conn, did)
     # The foreign keys cascade these with the account row; deleting them by name keeps the
     # deletion whole even on a connection without PRAGMA foreign_keys.
-    for table in ("refresh_token", "app_password", "account_pref", "repo_root", "account_token"):
-        conn.execute(f"DELETE FROM {table} WHERE did = ?", (did,))
-    conn.execute("DELETE FROM account WHERE did = ?", (did,))
+    sessions_store.delete_refresh_tokens_of(conn, did)
+    accounts_store.delete_app_passwords_of(conn, did)
+    preferences_store.delete_preferences_of(conn, did)
+    tokens_store.delete_account_tokens_of(conn, did)
+    accounts_store.delete_account_row(conn, did)
     seq = events.account(conn, did, STATUS_DELETED, now_iso())
-    conn.execute("DELETE FROM repo_seq WHERE did = ? AND seq != ?", (did, seq))
+    sequencer.delete_events_for_account_except(conn, did, seq)
     return DeletedAccount(did, account.handle, seq, records, blobs)
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import InvalidRequest
+from ..store import invites as invites_store
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 ADMIN = "admin"
@@ -27,43 +28,31 @@ def generate_code(hostname: str) -> str:
 def insert_codes(conn: sqlite3.Connection, codes: list[tuple[str, str]], use_count: int, created_by: str,
                  created_at: str, disabled: bool = False) -> None:
     """``codes`` is [(code, for_account)]."""
-    conn.executemany(
-        "INSERT INTO invite_code (code, available_uses, disabled, for_account, created_by, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(code, use_count, int(disabled), account, created_by, created_at) for code, account in codes],
+    invites_store.insert_invite_codes(
+        conn, [(code, use_count, int(disabled), account, created_by, created_at) for code, account in codes]
     )
 
 
 def ensure_available(conn: sqlite3.Connection, code: str) -> None:
     """Raise InvalidInviteCode unless ``code`` can be used once more (run inside the signup transaction)."""
-    row = conn.execute(
-        "SELECT i.available_uses, i.disabled, a.takedown_ref FROM invite_code i "
-        "LEFT JOIN account a ON a.did = i.for_account WHERE i.code = ?",
-        (code,),
-    ).fetchone()
+    row = invites_store.get_invite_code_availability(conn, code)
     if row is None or row["disabled"] or row["takedown_ref"] is not None:
         raise InvalidRequest("Provided invite code not available", "InvalidInviteCode")
-    used = conn.execute("SELECT COUNT(*) FROM invite_code_use WHERE code = ?", (code,)).fetchone()[0]
+    used = invites_store.count_invite_code_uses(conn, code)
     if used >= row["available_uses"]:
         raise InvalidRequest("Provided invite code not available", "InvalidInviteCode")
 
 
 def record_use(conn: sqlite3.Connection, code: str, did: str, used_at: str) -> None:
-    conn.execute("INSERT INTO invite_code_use (code, used_by, used_at) VALUES (?, ?, ?)", (code, did, used_at))
+    invites_store.insert_invite_code_use(conn, code, did, used_at)
 
 
 def account_codes(conn: sqlite3.Connection, did: str) -> list[dict[str, Any]]:
     """Every code belonging to ``did`` as com.atproto.server.defs#inviteCode, uses newest first."""
-    rows = conn.execute(
-        "SELECT code, available_uses, disabled, for_account, created_by, created_at FROM invite_code "
-        "WHERE for_account = ? ORDER BY created_at, code",
-        (did,),
-    ).fetchall()
+    rows = invites_store.list_account_invite_codes(conn, did)
     out = []
     for row in rows:
-        uses = conn.execute(
-            "SELECT used_by, used_at FROM invite_code_use WHERE code = ? ORDER BY used_at DESC", (row["code"],)
-        ).fetchall()
+        uses = invites_store.list_invite_code_uses(conn, row["code"])
         out.append({
             "code": row["code"],
             "available": row["available_uses"],

@@ -40,7 +40,8 @@ from . import events, invites, operator_tokens
 from .repo_init import build_initial_repo, store_initial_repo
 from .sessions import mint, store_refresh_token
 from .signup import NewAccount, SignupInput, check_available, check_signup_input
-from .store import get_by_did, get_by_did_sync, insert_account
+from ..store import accounts as accounts_store
+from ..store.accounts import get_by_did, get_by_did_sync, insert_account
 
 if TYPE_CHECKING:
     from ..context import AppContext
@@ -128,17 +129,17 @@ async def create_migrated_account(ctx: "AppContext", data: SignupInput, did: str
         now = now_iso()
         if invite_code:
             invites.ensure_available(conn, invite_code)
-        if conn.execute("SELECT 1 FROM account WHERE did = ?", (did,)).fetchone():
+        if accounts_store.did_exists(conn, did):
             raise InvalidRequest(f"An account with did {did} already exists on this PDS", "AlreadyExists")
-        if conn.execute("SELECT 1 FROM account WHERE handle = ?", (handle,)).fetchone():
+        if accounts_store.handle_exists(conn, handle):
             raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable")
-        if conn.execute("SELECT 1 FROM account WHERE email = ?", (email,)).fetchone():
+        if accounts_store.email_exists(conn, email):
             raise InvalidRequest(f"Email already taken: {email}")
         insert_account(conn, did=did, handle=handle, email=email, password_hash=password_hash,
                        keypair=keypair, created_at=now, plc_pending_op=None)
         # Deactivated until the user calls activateAccount once the identity points here; no
         # event is sequenced now (the reference announces a migrated account only on activation).
-        conn.execute("UPDATE account SET deactivated_at = ? WHERE did = ?", (now, did))
+        accounts_store.set_deactivated(conn, did, now)
         if invite_code:
             invites.record_use(conn, invite_code, did, now)
         store_initial_repo(conn, did, repo, now)

@@ -21,7 +21,8 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidRequest
-from .store import get_by_did_sync
+from ..store import tokens as tokens_store
+from ..store.accounts import get_by_did_sync
 
 if TYPE_CHECKING:
     from ..store.db import Database
@@ -67,11 +68,7 @@ def issue(conn: sqlite3.Connection, did: str, purpose: str, now: int | None = No
         raise AccountNotFound(did)
     token = generate_token()
     expires_at = _now(now) + TOKEN_TTL
-    conn.execute(
-        "INSERT INTO account_token (did, purpose, token_hash, expires_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (did, purpose) DO UPDATE SET token_hash = excluded.token_hash, expires_at = excluded.expires_at",
-        (did, purpose, _digest(token), expires_at),
-    )
+    tokens_store.put_account_token(conn, did, purpose, _digest(token), expires_at)
     return token, expires_at
 
 
@@ -83,22 +80,17 @@ def verify(stored: tuple[str, int] | None, token: str, now: int) -> None:
         raise InvalidRequest("Token is expired", "ExpiredToken")
 
 
-_SELECT = "SELECT token_hash, expires_at FROM account_token WHERE did = ? AND purpose = ?"
-
-
 def check(conn: sqlite3.Connection, did: str, purpose: str, token: str, now: int | None = None) -> None:
     """Raise InvalidToken / ExpiredToken unless ``token`` is the live ``purpose`` token of ``did``."""
-    row = conn.execute(_SELECT, (did, _purpose(purpose))).fetchone()
-    verify(tuple(row) if row is not None else None, token, _now(now))
+    verify(tokens_store.get_account_token(conn, did, _purpose(purpose)), token, _now(now))
 
 
 async def precheck(db: "Database", did: str, purpose: str, token: str) -> None:
     """:func:`check` on a reader, before costly work; the deciding check is :func:`consume`'s."""
-    row = await db.fetchone(_SELECT, (did, _purpose(purpose)))
-    verify(tuple(row) if row is not None else None, token, _now(None))
+    verify(await tokens_store.read_account_token(db, did, _purpose(purpose)), token, _now(None))
 
 
 def consume(conn: sqlite3.Connection, did: str, purpose: str, token: str, now: int | None = None) -> None:
     """Check the token and remove it, in the caller's transaction: a token is good for one use."""
     check(conn, did, purpose, token, now)
-    conn.execute("DELETE FROM account_token WHERE did = ? AND purpose = ?", (did, purpose))
+    tokens_store.delete_account_token(conn, did, purpose)

@@ -16,6 +16,7 @@ from ..atproto.car import encode_car
 from ..atproto.cid import CID
 from ..atproto.commit import sign_commit
 from ..atproto.crypto import Keypair
+from ..store import repos as repos_store
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,8 @@ def build_initial_repo(did: str, keypair: Keypair, rev: str) -> InitialRepo:
 
 
 def store_initial_repo(conn: sqlite3.Connection, did: str, repo: InitialRepo, indexed_at: str) -> None:
-    for cid, block in ((repo.commit_cid, repo.commit_block), (repo.data_cid, repo.data_block)):
-        conn.execute(
-            "INSERT INTO repo_block (did, cid, repo_rev, size, content) VALUES (?, ?, ?, ?, ?)",
-            (did, cid.bytes, repo.rev, len(block), block),
-        )
-    conn.execute(
-        "INSERT INTO repo_root (did, cid, rev, indexed_at) VALUES (?, ?, ?, ?)",
-        (did, str(repo.commit_cid), repo.rev, indexed_at),
-    )
+    blocks = [(repo.commit_cid.bytes, repo.commit_block), (repo.data_cid.bytes, repo.data_block)]
+    repos_store.insert_initial_repo_rows(conn, did, blocks, repo.rev, str(repo.commit_cid), indexed_at)
 
 
 def sync_blocks(commit_cid: CID, commit_block: bytes) -> bytes:
@@ -52,11 +46,11 @@ def sync_blocks(commit_cid: CID, commit_block: bytes) -> bytes:
 
 def current_commit(conn: sqlite3.Connection, did: str) -> tuple[CID, bytes, str] | None:
     """The account's current commit (CID, block, rev), read on the writer connection."""
-    root = conn.execute("SELECT cid, rev FROM repo_root WHERE did = ?", (did,)).fetchone()
+    root = repos_store.account_root_sync(conn, did)
     if root is None:
         return None
     cid = CID.decode(root["cid"])
-    row = conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?", (did, cid.bytes)).fetchone()
-    if row is None:
+    block = repos_store.account_block_sync(conn, did, cid.bytes)
+    if block is None:
         return None
-    return cid, bytes(row["content"]), root["rev"]
+    return cid, block, root["rev"]

@@ -19,7 +19,8 @@ from ..auth.tokens import SCOPE_ACCESS, SCOPE_APP_PASS, SCOPE_APP_PASS_PRIVILEGE
 from ..errors import AuthRequired, InvalidRequest
 from . import app_passwords
 from .app_passwords import AppPassword
-from .store import Account, get_by_identifier
+from ..store import sessions as sessions_store
+from ..store.accounts import Account, find_app_password, get_by_identifier
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -56,10 +57,7 @@ def mint(issuer: TokenIssuer, did: str, app_password: AppPassword | None) -> tup
 
 def store_refresh_token(conn: sqlite3.Connection, jti: str, did: str, app_password_name: str | None,
                         expires_at: int) -> None:
-    conn.execute(
-        "INSERT INTO refresh_token (id, did, app_password_name, expires_at) VALUES (?, ?, ?, ?)",
-        (jti, did, app_password_name, expires_at),
-    )
+    sessions_store.insert_refresh_token(conn, jti, did, app_password_name, expires_at)
 
 
 # -- login ----------------------------------------------------------------------------------------
@@ -104,9 +102,7 @@ class LoginChecker:
         if account.is_takendown or not app_passwords.looks_like_app_password(password):
             raise AuthRequired(LOGIN_FAILED)
         digest = await app_passwords.hash_app_password(self.hasher, account.did, password)
-        row = await self.db.fetchone(
-            "SELECT name, privileged FROM app_password WHERE did = ? AND password_hash = ?", (account.did, digest)
-        )
+        row = await find_app_password(self.db, account.did, digest)
         if row is None:
             raise AuthRequired(LOGIN_FAILED)
         return account, AppPassword(row["name"], bool(row["privileged"]))
@@ -121,11 +117,7 @@ def rotate(conn: sqlite3.Connection, issuer: TokenIssuer, jti: str, now: int | N
     Raises ExpiredToken when the token was revoked, already used or has lapsed.
     """
     now = int(time.time()) if now is None else now
-    row = conn.execute(
-        "SELECT r.did, r.app_password_name, r.expires_at, r.next_id, a.privileged FROM refresh_token r "
-        "LEFT JOIN app_password a ON a.did = r.did AND a.name = r.app_password_name WHERE r.id = ?",
-        (jti,),
-    ).fetchone()
+    row = sessions_store.get_refresh_token(conn, jti)
     if row is None:
         raise InvalidRequest("Token has been revoked", "ExpiredToken")
     if row["next_id"] is not None:
@@ -139,14 +131,11 @@ def rotate(conn: sqlite3.Connection, issuer: TokenIssuer, jti: str, now: int | N
             raise InvalidRequest("Token has been revoked", "ExpiredToken")
         app_password = AppPassword(row["app_password_name"], bool(row["privileged"]))
     session, new_jti, new_exp = mint(issuer, did, app_password)
-    conn.execute("DELETE FROM refresh_token WHERE did = ? AND expires_at <= ?", (did, now))
-    conn.execute(
-        "UPDATE refresh_token SET next_id = ?, expires_at = MIN(expires_at, ?) WHERE id = ?",
-        (new_jti, now + ROTATED_ROW_TTL, jti),
-    )
+    sessions_store.delete_expired_refresh_tokens(conn, did, now)
+    sessions_store.mark_refresh_token_rotated(conn, jti, new_jti, now + ROTATED_ROW_TTL)
     store_refresh_token(conn, new_jti, did, row["app_password_name"], new_exp)
     return session
 
 
 def revoke(conn: sqlite3.Connection, jti: str) -> bool:
-    return conn.execute("DELETE FROM refresh_token WHERE id = ?", (jti,)).rowcount > 0
+    return sessions_store.delete_refresh_token(conn, jti)

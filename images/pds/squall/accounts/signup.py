@@ -23,7 +23,8 @@ from . import events, invites
 from .handles import normalize_new_handle
 from .repo_init import InitialRepo, build_initial_repo, store_initial_repo
 from .sessions import Session, mint, store_refresh_token
-from .store import get_by_email, get_by_handle, insert_account
+from ..store import accounts as accounts_store
+from ..store.accounts import get_by_email, get_by_handle, insert_account
 
 if TYPE_CHECKING:
     from ..context import AppContext
@@ -130,9 +131,9 @@ async def create_account(ctx: "AppContext", data: SignupInput) -> NewAccount:
         if invite_code:
             invites.ensure_available(conn, invite_code)
         # Checked again inside the transaction: another signup may have won the race.
-        if conn.execute("SELECT 1 FROM account WHERE handle = ? OR did = ?", (handle, did)).fetchone():
+        if accounts_store.handle_or_did_exists(conn, handle, did):
             raise InvalidRequest(f"Handle already taken: {handle}", "HandleNotAvailable")
-        if conn.execute("SELECT 1 FROM account WHERE email = ?", (email,)).fetchone():
+        if accounts_store.email_exists(conn, email):
             raise InvalidRequest(f"Email already taken: {email}")
         insert_account(conn, did=did, handle=handle, email=email, password_hash=password_hash,
                        keypair=keypair, created_at=now, plc_pending_op=pending_op)

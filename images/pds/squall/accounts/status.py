@@ -13,16 +13,13 @@ from ..store.sequencer import now_iso
 from ..errors import InvalidRequest
 from . import events
 from .repo_init import current_commit
-from .store import get_by_did_sync
+from ..store import accounts as accounts_store
+from ..store.accounts import get_by_did_sync
 
 
 def deactivate(conn: sqlite3.Connection, did: str, delete_after: str | None) -> None:
     now = now_iso()
-    cur = conn.execute(
-        "UPDATE account SET deactivated_at = COALESCE(deactivated_at, ?), delete_after = ? WHERE did = ?",
-        (now, delete_after, did),
-    )
-    if cur.rowcount == 0:
+    if not accounts_store.deactivate_account(conn, did, now, delete_after):
         raise InvalidRequest("Account not found", "AccountNotFound")
     account = get_by_did_sync(conn, did)
     assert account is not None
@@ -34,7 +31,7 @@ def activate(conn: sqlite3.Connection, did: str) -> None:
     if account is None or account.is_takendown:
         raise InvalidRequest("user not found", "AccountNotFound")
     now = now_iso()
-    conn.execute("UPDATE account SET deactivated_at = NULL, delete_after = NULL WHERE did = ?", (did,))
+    accounts_store.activate_account(conn, did)
     events.account(conn, did, None, now)
     events.identity(conn, did, account.handle, now)
     commit = current_commit(conn, did)

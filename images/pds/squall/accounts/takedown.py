@@ -26,7 +26,11 @@ from typing import TYPE_CHECKING, Any
 from ..store.sequencer import now_iso
 from ..errors import InvalidRequest
 from . import events
-from .store import get_by_did_sync
+from ..store import accounts as accounts_store
+from ..store import blobs as blobs_store
+from ..store import repos as repos_store
+from ..store import sessions as sessions_store
+from ..store.accounts import get_by_did_sync
 
 if TYPE_CHECKING:
     from ..store.db import Database
@@ -61,13 +65,12 @@ def status_attr(value: str | None) -> dict[str, Any]:
 
 def set_account_takedown(conn: sqlite3.Connection, did: str, takedown: Takedown) -> int:
     """Apply or reverse an account takedown; returns the seq of the #account event."""
-    cur = conn.execute("UPDATE account SET takedown_ref = ? WHERE did = ?", (takedown.column_value(), did))
-    if cur.rowcount == 0:
+    if not accounts_store.set_takedown_ref(conn, did, takedown.column_value()):
         raise SubjectNotFound(f"Account not found: {did}")
     if takedown.applied:
         # Sessions end: no refresh token of the account can be used again (access tokens lapse
         # within their two hours, and every account read refuses a taken-down account meanwhile).
-        conn.execute("DELETE FROM refresh_token WHERE did = ?", (did,))
+        sessions_store.delete_refresh_tokens_of(conn, did)
     return sequence_account_status(conn, did)
 
 
@@ -80,7 +83,7 @@ def sequence_account_status(conn: sqlite3.Connection, did: str) -> int:
 
 
 async def account_status(db: "Database", did: str) -> dict[str, Any] | None:
-    row = await db.fetchone("SELECT takedown_ref, deactivated_at FROM account WHERE did = ?", (did,))
+    row = await accounts_store.get_status_columns(db, did)
     if row is None:
         return None
     return {
@@ -96,19 +99,14 @@ async def account_status(db: "Database", did: str) -> dict[str, Any] | None:
 def set_record_takedown(conn: sqlite3.Connection, did: str, collection: str, rkey: str,
                         takedown: Takedown) -> str:
     """Apply or reverse a record takedown; returns the record's current CID."""
-    row = conn.execute(
-        "UPDATE record SET takedown_ref = ? WHERE did = ? AND collection = ? AND rkey = ? RETURNING cid",
-        (takedown.column_value(), did, collection, rkey),
-    ).fetchone()
-    if row is None:
+    cid = repos_store.set_record_takedown_ref(conn, did, collection, rkey, takedown.column_value())
+    if cid is None:
         raise SubjectNotFound(f"Record not found: at://{did}/{collection}/{rkey}")
-    return row[0]
+    return cid
 
 
 async def record_status(db: "Database", did: str, collection: str, rkey: str) -> dict[str, Any] | None:
-    row = await db.fetchone(
-        "SELECT cid, takedown_ref FROM record WHERE did = ? AND collection = ? AND rkey = ?",
-        (did, collection, rkey))
+    row = await repos_store.record_takedown_row(db, did, collection, rkey)
     if row is None:
         return None
     return {
@@ -122,14 +120,12 @@ async def record_status(db: "Database", did: str, collection: str, rkey: str) ->
 
 
 def set_blob_takedown(conn: sqlite3.Connection, did: str, cid: str, takedown: Takedown) -> None:
-    cur = conn.execute("UPDATE blob SET takedown_ref = ? WHERE did = ? AND cid = ?",
-                       (takedown.column_value(), did, cid))
-    if cur.rowcount == 0:
+    if not blobs_store.set_blob_takedown_ref(conn, did, cid, takedown.column_value()):
         raise SubjectNotFound(f"Blob not found: {cid} of {did}")
 
 
 async def blob_status(db: "Database", did: str, cid: str) -> dict[str, Any] | None:
-    row = await db.fetchone("SELECT takedown_ref FROM blob WHERE did = ? AND cid = ?", (did, cid))
+    row = await blobs_store.blob_takedown_row(db, did, cid)
     if row is None:
         return None
     return {

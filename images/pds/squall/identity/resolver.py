@@ -25,6 +25,7 @@ from typing import Any, Callable
 import httpx
 
 from ..atproto import syntax
+from ..store import identity as identity_store
 from ..store.db import Database
 from . import web
 from .plc import PlcClient, PlcDirectoryError, is_plc_did
@@ -152,7 +153,7 @@ class DidResolver:
             return None
 
     async def cached(self, did: str) -> tuple[dict[str, Any], float] | None:
-        row = await self.db.fetchone("SELECT doc, updated_at FROM did_cache WHERE did = ?", (did,))
+        row = await identity_store.get_cached_did(self.db, did)
         if row is None:
             return None
         age = self.clock() - row["updated_at"]
@@ -181,20 +182,12 @@ class DidResolver:
         return doc
 
     async def store(self, did: str, doc: dict[str, Any]) -> None:
-        def write(conn, did: str, text: str, now: int) -> None:
-            conn.execute(
-                "INSERT INTO did_cache (did, doc, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(did) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
-                (did, text, now),
-            )
-
-        await self.db.write(write, did, json.dumps(doc, separators=(",", ":")), int(self.clock()))
+        await self.db.write(identity_store.put_cached_did, did, json.dumps(doc, separators=(",", ":")),
+                            int(self.clock()))
 
     async def forget(self, did: str) -> None:
-        await self.db.write(lambda conn: conn.execute("DELETE FROM did_cache WHERE did = ?", (did,)))
+        await self.db.write(identity_store.delete_cached_did, did)
 
     async def prune(self) -> int:
         cutoff = int(self.clock() - self.max_age)
-        return await self.db.write(
-            lambda conn: conn.execute("DELETE FROM did_cache WHERE updated_at < ?", (cutoff,)).rowcount
-        )
+        return await self.db.write(identity_store.prune_did_cache, cutoff)

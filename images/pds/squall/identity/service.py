@@ -25,6 +25,7 @@ from ..atproto import dagcbor, syntax
 from ..atproto.crypto import Keypair, PublicKey, load_keypair
 from ..atproto.errors import AtprotoError
 from ..net import OutboundPolicy, make_client
+from ..store import accounts as accounts_store
 from ..store.db import Database
 from ..store.sequencer import append_event, now_iso
 from . import plc, web
@@ -204,10 +205,7 @@ class IdentityService:
 
     async def publish_pending_ops(self, limit: int = RETRY_BATCH) -> dict[str, int]:
         """One pass over ``account.plc_pending_op``; returns counts (published, failed, refused)."""
-        rows = await self.db.fetchall(
-            "SELECT did, plc_pending_op FROM account WHERE plc_pending_op IS NOT NULL ORDER BY created_at LIMIT ?",
-            (limit,),
-        )
+        rows = await accounts_store.list_plc_pending_ops(self.db, limit)
         counts = {"published": 0, "failed": 0, "refused": 0}
         for row in rows:
             did, blob = row["did"], row["plc_pending_op"]
@@ -230,7 +228,7 @@ class IdentityService:
                 counts["failed"] += 1
                 self.log.warning("pending PLC operation still unpublished: %s", exc, extra={"did": did})
                 continue
-            await self.db.write(_clear_pending, did, blob)
+            await self.db.write(accounts_store.clear_plc_pending_op, did, blob)
             counts["published"] += 1
             self.log.info("published pending PLC operation", extra={"did": did})
         return counts
@@ -254,12 +252,12 @@ class IdentityService:
             return
         if not plc.is_plc_did(did):
             raise HandleChangeRefused(f"cannot update the handle of {did}: unsupported DID method")
-        row = await self.db.fetchone("SELECT plc_pending_op FROM account WHERE did = ?", (did,))
+        row = await accounts_store.get_plc_pending_op(self.db, did)
         if row is not None and row["plc_pending_op"] is not None:
             # The directory does not know the DID yet: publish what is pending first.
             pending = decode_pending_op(row["plc_pending_op"])
             await self.publish_op(did, pending)
-            await self.db.write(_clear_pending, did, row["plc_pending_op"])
+            await self.db.write(accounts_store.clear_plc_pending_op, did, row["plc_pending_op"])
         try:
             last = await self.plc.get_last_op(did)
         except plc.PlcUnavailable as exc:
@@ -288,16 +286,14 @@ class IdentityService:
         Raises sqlite3.IntegrityError when another account holds the handle.
         """
         def write(conn: sqlite3.Connection) -> int:
-            cur = conn.execute("UPDATE account SET handle = ? WHERE did = ?", (handle, did))
-            if cur.rowcount != 1:
+            if not accounts_store.set_handle(conn, did, handle):
                 raise LookupError(f"no account {did}")
             return append_event(conn, did, "identity", {"did": did, "handle": handle, "time": now_iso()})
 
         return await self.db.write(write)
 
     async def local_did_for_handle(self, handle: str) -> str | None:
-        row = await self.db.fetchone("SELECT did FROM account WHERE handle = ?", (syntax.normalize_handle(handle),))
-        return row["did"] if row is not None else None
+        return await accounts_store.did_for_handle(self.db, syntax.normalize_handle(handle))
 
     async def resolve_handle(self, handle: str, *, verify: bool = True) -> str | None:
         """The DID of ``handle``: local accounts first, then DNS / well-known.
@@ -332,15 +328,9 @@ class IdentityService:
         A local did:web account's document is built here: this PDS is where it is served from.
         """
         if did.startswith("did:web:"):
-            row = await self.db.fetchone(
-                "SELECT handle, signing_key_alg, signing_key FROM account WHERE did = ?", (did,)
-            )
+            row = await accounts_store.get_signing_key(self.db, did)
             if row is not None:
                 key = load_keypair(row["signing_key_alg"], row["signing_key"]).public_key
                 return self.did_document(did, row["handle"], key)
         return await self.dids.resolve(did, fresh=fresh)
 
-
-def _clear_pending(conn: sqlite3.Connection, did: str, blob: bytes) -> None:
-    # Only clear the operation that was published, not one written meanwhile.
-    conn.execute("UPDATE account SET plc_pending_op = NULL WHERE did = ? AND plc_pending_op = ?", (did, blob))

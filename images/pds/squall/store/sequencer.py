@@ -30,3 +30,22 @@ def append_event(conn: sqlite3.Connection, did: str, event_type: str, body: dict
         (did, event_type, dagcbor.encode(body), body.get("time") or now_iso()),
     )
     return int(cur.lastrowid)
+
+
+# -- used by accounts --
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from .db import Database
+
+
+def delete_events_for_account_except(conn: sqlite3.Connection, did: str, seq: int) -> None:
+    """Account deletion's tombstone: every event of the DID goes but ``seq`` (the deletion event)."""
+    conn.execute("DELETE FROM repo_seq WHERE did = ? AND seq != ?", (did, seq))
+
+
+async def max_seq(db: "Database") -> int | None:
+    """The newest event's seq, None when none was ever sequenced (the admin status page)."""
+    row = await db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
+    return row["seq"]

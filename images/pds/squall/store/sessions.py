@@ -7,3 +7,49 @@ writer's ``sqlite3.Connection`` and run inside the caller's ``Database.write`` t
 """
 
 from __future__ import annotations
+
+import sqlite3
+
+
+def insert_refresh_token(conn: sqlite3.Connection, jti: str, did: str, app_password_name: str | None,
+                         expires_at: int) -> None:
+    conn.execute(
+        "INSERT INTO refresh_token (id, did, app_password_name, expires_at) VALUES (?, ?, ?, ?)",
+        (jti, did, app_password_name, expires_at),
+    )
+
+
+def get_refresh_token(conn: sqlite3.Connection, jti: str) -> sqlite3.Row | None:
+    """The token's ``did``, ``app_password_name``, ``expires_at``, ``next_id`` and the ``privileged``
+    flag of its app password (NULL when it has none, or when that app password was revoked)."""
+    return conn.execute(
+        "SELECT r.did, r.app_password_name, r.expires_at, r.next_id, a.privileged FROM refresh_token r "
+        "LEFT JOIN app_password a ON a.did = r.did AND a.name = r.app_password_name WHERE r.id = ?",
+        (jti,),
+    ).fetchone()
+
+
+def delete_expired_refresh_tokens(conn: sqlite3.Connection, did: str, now: int) -> None:
+    conn.execute("DELETE FROM refresh_token WHERE did = ? AND expires_at <= ?", (did, now))
+
+
+def mark_refresh_token_rotated(conn: sqlite3.Connection, jti: str, next_id: str, expires_by: int) -> None:
+    """Record the token's successor and shorten its life to ``expires_by`` (the grace window)."""
+    conn.execute(
+        "UPDATE refresh_token SET next_id = ?, expires_at = MIN(expires_at, ?) WHERE id = ?",
+        (next_id, expires_by, jti),
+    )
+
+
+def delete_refresh_token(conn: sqlite3.Connection, jti: str) -> bool:
+    """False when there was no such token."""
+    return conn.execute("DELETE FROM refresh_token WHERE id = ?", (jti,)).rowcount > 0
+
+
+def delete_refresh_tokens_of(conn: sqlite3.Connection, did: str) -> None:
+    """End every session of the account."""
+    conn.execute("DELETE FROM refresh_token WHERE did = ?", (did,))
+
+
+def delete_refresh_tokens_of_app_password(conn: sqlite3.Connection, did: str, app_password_name: str) -> None:
+    conn.execute("DELETE FROM refresh_token WHERE did = ? AND app_password_name = ?", (did, app_password_name))

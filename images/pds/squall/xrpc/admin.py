@@ -33,7 +33,10 @@ from ..accounts import deletion, invites, operator_tokens, status, takedown
 from ..accounts.events import wake_firehose
 from ..accounts.sessions import MAX_PASSWORD_LENGTH
 from ..accounts.signup import check_password, is_valid_email
-from ..accounts.store import Account, get_by_did, get_by_handle
+from ..store import accounts as accounts_store
+from ..store import invites as invites_store
+from ..store import sessions as sessions_store
+from ..store.accounts import Account, get_by_did, get_by_handle
 from ..atproto import syntax
 from ..atproto.cid import CID
 from ..atproto.errors import AtprotoError, InvalidSyntax
@@ -215,15 +218,9 @@ async def _code_uses(req: XrpcRequest, codes: list[str]) -> dict[str, list[dict[
     out: dict[str, list[dict[str, str]]] = {}
     for i in range(0, len(codes), MAX_INFOS):
         chunk = codes[i:i + MAX_INFOS]
-        rows = await req.ctx.db.fetchall(
-            f"SELECT code, used_by, used_at FROM invite_code_use WHERE code IN ({','.join('?' * len(chunk))}) "
-            "ORDER BY used_at DESC", tuple(chunk))
-        for r in rows:
+        for r in await invites_store.list_uses_of_codes(req.ctx.db, chunk):
             out.setdefault(r["code"], []).append({"usedBy": r["used_by"], "usedAt": r["used_at"]})
     return out
-
-
-_CODE_COLUMNS = "i.code, i.available_uses, i.disabled, i.for_account, i.created_by, i.created_at"
 
 
 async def _account_views(req: XrpcRequest, dids: list[str]) -> list[dict[str, Any]]:
@@ -231,18 +228,12 @@ async def _account_views(req: XrpcRequest, dids: list[str]) -> list[dict[str, An
     if not dids:
         return []
     db = req.ctx.db
-    marks = ",".join("?" * len(dids))
-    accounts = {r["did"]: r for r in await db.fetchall(
-        "SELECT did, handle, email, created_at, email_confirmed_at, deactivated_at, invites_disabled "
-        f"FROM account WHERE did IN ({marks})", tuple(dids))}
+    accounts = {r["did"]: r for r in await accounts_store.list_account_views(db, dids)}
     found = [d for d in dids if d in accounts]
     if not found:
         return []
-    marks = ",".join("?" * len(found))
-    owned = await db.fetchall(f"SELECT {_CODE_COLUMNS} FROM invite_code i WHERE i.for_account IN ({marks}) "
-                              "ORDER BY i.created_at, i.code", tuple(found))
-    used = await db.fetchall(f"SELECT u.used_by, {_CODE_COLUMNS} FROM invite_code_use u "
-                             f"JOIN invite_code i ON i.code = u.code WHERE u.used_by IN ({marks})", tuple(found))
+    owned = await invites_store.list_codes_for_accounts(db, found)
+    used = await invites_store.list_codes_used_by(db, found)
     uses = await _code_uses(req, sorted({r["code"] for r in owned} | {r["code"] for r in used}))
     invites_of: dict[str, list[dict[str, Any]]] = {}
     for r in owned:
@@ -398,10 +389,10 @@ async def update_account_email(req: XrpcRequest) -> None:
         raise InvalidRequest(f"Account does not exist: {identifier}", "AccountNotFound")
 
     def run(conn: sqlite3.Connection) -> None:
-        holder = conn.execute("SELECT did FROM account WHERE email = ?", (email,)).fetchone()
-        if holder is not None and holder[0] != account.did:
+        holder = accounts_store.did_for_email(conn, email)
+        if holder is not None and holder != account.did:
             raise InvalidRequest(f"Email already taken: {email}")
-        conn.execute("UPDATE account SET email = ?, email_confirmed_at = NULL WHERE did = ?", (email, account.did))
+        accounts_store.set_email(conn, account.did, email)
 
     await ctx.db.write(run)
 
@@ -415,10 +406,10 @@ async def update_account_password(req: XrpcRequest) -> None:
     digest = await hash_password(ctx.hasher, password)
 
     def run(conn: sqlite3.Connection) -> None:
-        if conn.execute("UPDATE account SET password_hash = ? WHERE did = ?", (digest, did)).rowcount == 0:
+        if not accounts_store.set_password_hash(conn, did, digest):
             raise deletion.AccountNotFound(did)
         # As the reference: every session of the account ends with the old password.
-        conn.execute("DELETE FROM refresh_token WHERE did = ?", (did,))
+        sessions_store.delete_refresh_tokens_of(conn, did)
 
     await ctx.db.write(run)
     ctx.log.info("admin changed password", extra={"did": did})
@@ -434,8 +425,8 @@ async def disable_invite_codes(req: XrpcRequest) -> None:
         raise InvalidRequest("cannot disable admin invite codes")
 
     def run(conn: sqlite3.Connection) -> None:
-        conn.executemany("UPDATE invite_code SET disabled = 1 WHERE code = ?", [(c,) for c in codes])
-        conn.executemany("UPDATE invite_code SET disabled = 1 WHERE for_account = ?", [(a,) for a in accounts])
+        invites_store.disable_invite_codes(conn, [(c,) for c in codes])
+        invites_store.disable_invite_codes_of(conn, [(a,) for a in accounts])
 
     await req.ctx.db.write(run)
 
@@ -446,8 +437,7 @@ def _account_invites(disabled: bool):
         _string(req, "note", required=False, max_length=10_000)
 
         def run(conn: sqlite3.Connection) -> None:
-            cur = conn.execute("UPDATE account SET invites_disabled = ? WHERE did = ?", (int(disabled), did))
-            if cur.rowcount == 0:
+            if not accounts_store.set_invites_disabled(conn, did, disabled):
                 raise deletion.AccountNotFound(did)
 
         await req.ctx.db.write(run)
@@ -459,14 +449,9 @@ async def get_invite_codes(req: XrpcRequest) -> dict[str, Any]:
     sort = req.str_param("sort", default="recent", max_length=32)
     limit = req.int_param("limit", default=100, minimum=1, maximum=500)
     cursor = req.str_param("cursor", max_length=1024)
-    uses_sql = "(SELECT COUNT(*) FROM invite_code_use u WHERE u.code = i.code)"
-    if sort == "recent":
-        key = "i.created_at"
-    elif sort == "usage":
-        key = uses_sql
-    else:
+    if sort not in invites_store.ORDER_KEYS:
         raise InvalidRequest(f"unknown sort method: {sort} (use recent or usage)")
-    where, params = "", []
+    after = None
     if cursor is not None:
         primary, sep, code = cursor.partition("::")
         if not sep or not code:
@@ -477,11 +462,8 @@ async def get_invite_codes(req: XrpcRequest) -> dict[str, Any]:
                 value = int(primary, 10)
             except ValueError:
                 raise InvalidRequest("Malformed cursor") from None
-        where = f"WHERE ({key} < ? OR ({key} = ? AND i.code < ?))"
-        params = [value, value, code]
-    rows = await req.ctx.db.fetchall(
-        f"SELECT {_CODE_COLUMNS}, {uses_sql} AS uses FROM invite_code i {where} "
-        f"ORDER BY {key} DESC, i.code DESC LIMIT ?", (*params, limit))
+        after = (value, code)
+    rows = await invites_store.list_invite_codes(req.ctx.db, sort, limit, after)
     uses = await _code_uses(req, [r["code"] for r in rows])
     out: dict[str, Any] = {"codes": [_code_view(r, uses) for r in rows]}
     if len(rows) == limit:

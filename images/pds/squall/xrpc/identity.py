@@ -35,6 +35,7 @@ from ..identity.service import (
     IdentityUnavailable,
 )
 from ..ratelimit import DAY, MINUTE, KeyBy, RateLimit
+from ..store import accounts as accounts_store
 from .errors import InvalidRequest, UpstreamFailure, XRPCError
 from .registry import Auth, Method
 from .request import XrpcRequest
@@ -69,7 +70,7 @@ async def update_handle(req: XrpcRequest) -> None:
         checked = check_handle(req.field("handle", str), list(ctx.settings.service_handle_domains))
     except HandleError as exc:
         raise InvalidRequest(str(exc), exc.name) from None
-    account = await ctx.db.fetchone("SELECT handle FROM account WHERE did = ?", (req.did,))
+    account = await accounts_store.get_handle(ctx.db, req.did)
     if account is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
     await change_handle(ctx, req.did, account["handle"], checked)
@@ -107,9 +108,7 @@ async def change_handle(ctx: Any, did: str, current_handle: str | None, checked:
 
 
 async def get_recommended_did_credentials(req: XrpcRequest) -> dict[str, Any]:
-    row = await req.ctx.db.fetchone(
-        "SELECT handle, signing_key_alg, signing_key FROM account WHERE did = ?", (req.did,)
-    )
+    row = await accounts_store.get_signing_key(req.ctx.db, req.did)
     if row is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
     key = load_keypair(row["signing_key_alg"], row["signing_key"]).public_key
@@ -179,4 +178,4 @@ def routes(app: Any, get_ctx: Callable[[], Any]) -> None:
 
 
 async def _is_local(ctx: Any, did: str) -> bool:
-    return await ctx.db.fetchone("SELECT 1 FROM account WHERE did = ?", (did,)) is not None
+    return await accounts_store.account_exists(ctx.db, did)

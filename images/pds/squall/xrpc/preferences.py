@@ -21,6 +21,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from ..auth.tokens import SCOPE_ACCESS
+from ..store import preferences as preferences_store
 from .errors import InvalidRequest
 from .proxy import forward_if_other_appview
 from .registry import Auth, Method
@@ -74,12 +75,12 @@ def read_preferences(rows: list[sqlite3.Row], *, full_access: bool, today: date 
 
 
 def write_preferences(conn: sqlite3.Connection, did: str, prefs: list[dict], full_access: bool) -> None:
-    rows = conn.execute("SELECT id, name FROM account_pref WHERE did = ?", (did,)).fetchall()
+    rows = preferences_store.list_preference_names(conn, did)
     # Only what this session could have written is replaced: an app password leaves the birth date.
     doomed = [(row["id"],) for row in rows if in_namespace(row["name"]) and allowed(row["name"], full_access=full_access)]
-    conn.executemany("DELETE FROM account_pref WHERE id = ?", doomed)
-    conn.executemany(
-        "INSERT INTO account_pref (did, name, value) VALUES (?, ?, ?)",
+    preferences_store.delete_preferences(conn, doomed)
+    preferences_store.insert_preferences(
+        conn,
         [(did, p["$type"], json.dumps(p, ensure_ascii=False, separators=(",", ":")))
          for p in prefs if p["$type"] != DECLARED_AGE],
     )
@@ -93,7 +94,7 @@ async def get_preferences(req: XrpcRequest) -> Any:
     proxied = await forward_if_other_appview(req, GET_NSID)
     if proxied is not None:
         return proxied
-    rows = await req.ctx.db.fetchall("SELECT name, value FROM account_pref WHERE did = ? ORDER BY id", (req.did,))
+    rows = await preferences_store.list_preferences(req.ctx.db, req.did)
     return {"preferences": read_preferences(rows, full_access=_full_access(req))}
 
 

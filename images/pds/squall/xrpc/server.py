@@ -14,7 +14,9 @@ from ..accounts import app_passwords, invites, migration, sessions, signup, stat
 from ..accounts import events as account_events
 from ..accounts.memory import pin_mmap_threshold
 from ..accounts.sessions import LoginChecker, Session
-from ..accounts.store import Account, get_by_did
+from ..store import blobs as blobs_store
+from ..store import repos as repos_store
+from ..store.accounts import Account, get_by_did, list_app_passwords as list_app_password_rows
 from ..atproto import syntax
 from ..atproto.errors import InvalidSyntax
 from ..atproto.tid import TidClock
@@ -150,23 +152,21 @@ async def check_account_status(req: XrpcRequest) -> dict[str, Any]:
     ctx = req.ctx
     account = await _account(req)
     did = account.did
-    root = await ctx.db.fetchone("SELECT cid, rev FROM repo_root WHERE did = ?", (did,))
-    if root is None:
+    repo = await repos_store.account_repo_counts(ctx.db, did)
+    if repo is None:
         raise InvalidRequest(f"Could not find repo for account: {did}")
-    blocks = await ctx.db.fetchone("SELECT COUNT(*) AS n FROM repo_block WHERE did = ?", (did,))
-    records = await ctx.db.fetchone("SELECT COUNT(*) AS n FROM record WHERE did = ?", (did,))
-    expected = await ctx.db.fetchone("SELECT COUNT(DISTINCT blob_cid) AS n FROM record_blob WHERE did = ?", (did,))
-    imported = await ctx.db.fetchone("SELECT COUNT(*) AS n FROM blob WHERE did = ? AND temp_key IS NULL", (did,))
+    root, blocks, records = repo
+    expected, imported = await blobs_store.account_blob_counts(ctx.db, did)
     return {
         "activated": account.deactivated_at is None,
         "validDid": await _valid_did(req, account),
         "repoCommit": root["cid"],
         "repoRev": root["rev"],
-        "repoBlocks": blocks["n"],
-        "indexedRecords": records["n"],
+        "repoBlocks": blocks,
+        "indexedRecords": records,
         "privateStateValues": 0,
-        "expectedBlobs": expected["n"],
-        "importedBlobs": imported["n"],
+        "expectedBlobs": expected,
+        "importedBlobs": imported,
     }
 
 
@@ -270,10 +270,7 @@ async def create_app_password(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def list_app_passwords(req: XrpcRequest) -> dict[str, Any]:
-    rows = await req.ctx.db.fetchall(
-        "SELECT name, created_at, privileged FROM app_password WHERE did = ? ORDER BY created_at DESC, name",
-        (req.did,),
-    )
+    rows = await list_app_password_rows(req.ctx.db, req.did)
     return {"passwords": [{"name": r["name"], "createdAt": r["created_at"], "privileged": bool(r["privileged"])}
                           for r in rows]}
 
