@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable
 
 from ..atproto.cid import CID
+from ..store import blobs as blob_rows
 from ..store.db import Database
 from .store import BlobStore, BlobStoreError
 
@@ -43,29 +43,6 @@ def iso_before(seconds: float) -> str:
     """The atproto datetime ``seconds`` ago, in the format the blob table stores (ordered as text)."""
     t = datetime.now(timezone.utc) - timedelta(seconds=seconds)
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-_GARBAGE = (
-    "SELECT did, cid, mime_type, size, temp_key, created_at, unreferenced_since FROM blob AS b "
-    "WHERE b.takedown_ref IS NULL "
-    "AND ((b.temp_key IS NOT NULL AND b.created_at < :cutoff) "
-    "     OR (b.unreferenced_since IS NOT NULL AND b.unreferenced_since < :cutoff)) "
-    "AND NOT EXISTS (SELECT 1 FROM record_blob AS r WHERE r.did = b.did AND r.blob_cid = b.cid) "
-    "LIMIT :limit"
-)
-
-
-def _claim_garbage(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[tuple]:
-    rows = [tuple(r) for r in conn.execute(_GARBAGE, {"cutoff": cutoff, "limit": limit}).fetchall()]
-    conn.executemany("DELETE FROM blob WHERE did = ? AND cid = ?", [(r[0], r[1]) for r in rows])
-    return rows
-
-
-def _restore(conn: sqlite3.Connection, row: tuple) -> None:
-    conn.execute(
-        "INSERT OR IGNORE INTO blob (did, cid, mime_type, size, temp_key, created_at, unreferenced_since) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)", row,
-    )
 
 
 class GarbageCollector:
@@ -119,7 +96,7 @@ class GarbageCollector:
     async def _collect_rows(self, report: SweepReport) -> None:
         cutoff = iso_before(self.grace)
         for _ in range(MAX_BATCHES_PER_SWEEP):
-            rows = await self.db.write(_claim_garbage, cutoff, BATCH)
+            rows = await self.db.write(blob_rows.claim_garbage, cutoff, BATCH)
             failed = 0
             for row in rows:
                 did, cid, temp_key = row[0], row[1], row[4]
@@ -131,7 +108,7 @@ class GarbageCollector:
                 except BlobStoreError as exc:
                     failed += 1
                     report.errors.append(f"{did}/{cid}: {exc}")
-                    await self.db.write(_restore, row)
+                    await self.db.write(blob_rows.restore_blob, row)
                     continue
                 report.blobs_deleted += 1
             if len(rows) < BATCH or failed:
@@ -151,10 +128,7 @@ class GarbageCollector:
         busy = set(self._in_progress())
         known = set()
         for i in range(0, len(old), BATCH):
-            chunk = old[i:i + BATCH]
-            marks = ",".join("?" * len(chunk))
-            rows = await self.db.fetchall(f"SELECT temp_key FROM blob WHERE temp_key IN ({marks})", tuple(chunk))
-            known.update(r["temp_key"] for r in rows)
+            known.update(await blob_rows.known_temp_keys(self.db, old[i:i + BATCH]))
         for key in old:
             if key in busy or key in known:
                 continue
@@ -166,9 +140,7 @@ class GarbageCollector:
             report.temp_files_deleted += 1
 
     async def _retry_permanent(self, report: SweepReport) -> None:
-        rows = await self.db.fetchall(
-            "SELECT did, cid FROM blob AS b WHERE temp_key IS NOT NULL AND EXISTS "
-            "(SELECT 1 FROM record_blob AS r WHERE r.did = b.did AND r.blob_cid = b.cid) LIMIT ?", (BATCH,))
+        rows = await blob_rows.referenced_temp_blobs(self.db, BATCH)
         by_did: dict[str, list[CID]] = {}
         for r in rows:
             by_did.setdefault(r["did"], []).append(CID.decode(r["cid"]))

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from ..atproto.cid import CID
 from ..atproto.dagcbor import MAX_DEPTH
 from ..atproto.errors import DecodeError
+from ..store import blobs as blob_rows
 from ..store.sequencer import now_iso
 from ..errors import InvalidRequest
 
@@ -99,9 +100,7 @@ def link_record_blobs(conn: sqlite3.Connection, did: str, uri: str, record: dict
     refs = find_blob_refs(record)
     for ref in refs:
         cid = str(ref.cid)
-        row = conn.execute(
-            "SELECT mime_type, size, temp_key, takedown_ref FROM blob WHERE did = ? AND cid = ?", (did, cid)
-        ).fetchone()
+        row = blob_rows.get_blob_for_ref(conn, did, cid)
         if row is None or row[3] is not None:
             raise InvalidRequest(f"Could not find blob: {cid}", "BlobNotFound")
         mime_type, size, temp_key = row[0], row[1], row[2]
@@ -114,9 +113,7 @@ def link_record_blobs(conn: sqlite3.Connection, did: str, uri: str, record: dict
             raise InvalidRequest(
                 f"Referenced Size does not match stored blob. Expected: {size}, Got: {ref.size}", "InvalidSize"
             )
-        conn.execute("INSERT OR IGNORE INTO record_blob (did, blob_cid, record_uri) VALUES (?, ?, ?)",
-                     (did, cid, uri))
-        conn.execute("UPDATE blob SET unreferenced_since = NULL WHERE did = ? AND cid = ?", (did, cid))
+        blob_rows.add_record_blob_ref(conn, did, cid, uri)
         if temp_key is not None:
             pending.append(ref.cid)
     return pending
@@ -124,16 +121,6 @@ def link_record_blobs(conn: sqlite3.Connection, did: str, uri: str, record: dict
 
 def unlink_record_blobs(conn: sqlite3.Connection, did: str, uri: str) -> None:
     """Drop the blob references of the record at ``uri``; stamp blobs left unreferenced."""
-    cids = [row[0] for row in conn.execute(
-        "DELETE FROM record_blob WHERE did = ? AND record_uri = ? RETURNING blob_cid", (did, uri)
-    ).fetchall()]
-    if not cids:
-        return
-    now = now_iso()
-    for cid in cids:
-        conn.execute(
-            "UPDATE blob SET unreferenced_since = ? WHERE did = ? AND cid = ? AND unreferenced_since IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM record_blob WHERE record_blob.did = blob.did "
-            "AND record_blob.blob_cid = blob.cid)",
-            (now, did, cid),
-        )
+    cids = blob_rows.remove_record_blob_refs(conn, did, uri)
+    if cids:
+        blob_rows.mark_unreferenced(conn, did, cids, now_iso())

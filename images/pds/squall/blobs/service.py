@@ -21,6 +21,7 @@ import filetype
 
 from ..atproto.cid import CID, RAW
 from ..config import Settings
+from ..store import blobs as blob_rows
 from ..store.db import Database
 from ..store.sequencer import now_iso
 from ..errors import InvalidRequest, PayloadTooLarge
@@ -85,37 +86,22 @@ def _track_upload(conn: sqlite3.Connection, did: str, cid: str, mime: str, size:
                   key: str) -> tuple[str, str | None, bool, bool]:
     """Record an upload. Returns (mime type to report, old temp key to delete, keep the new temp?,
     already referenced by a record, so make it permanent now?)."""
-    row = conn.execute(
-        "SELECT mime_type, temp_key, takedown_ref, "
-        "EXISTS (SELECT 1 FROM record_blob r WHERE r.did = blob.did AND r.blob_cid = blob.cid) "
-        "FROM blob WHERE did = ? AND cid = ?", (did, cid),
-    ).fetchone()
+    row = blob_rows.get_upload_state(conn, did, cid)
     now = now_iso()
     if row is None:
-        conn.execute(
-            "INSERT INTO blob (did, cid, mime_type, size, temp_key, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (did, cid, mime, size, key, now),
-        )
+        blob_rows.insert_blob(conn, did, cid, mime, size, key, now)
         # An imported repo (account migration) references its blobs before they are uploaded.
-        referenced = conn.execute("SELECT 1 FROM record_blob WHERE did = ? AND blob_cid = ? LIMIT 1",
-                                  (did, cid)).fetchone() is not None
-        return mime, None, True, referenced
+        return mime, None, True, blob_rows.is_blob_referenced(conn, did, cid)
     stored_mime, old_key, takedown, referenced = row
     if takedown is not None:
         raise InvalidRequest("Blob has been takendown, cannot re-upload")
     if old_key is None or referenced:
         # Already stored (or about to be made permanent): keep what records agreed on, and give a
         # blob awaiting collection a fresh grace period, since the client is about to use it.
-        conn.execute("UPDATE blob SET unreferenced_since = ? WHERE did = ? AND cid = ? "
-                     "AND unreferenced_since IS NOT NULL", (now, did, cid))
+        blob_rows.refresh_unreferenced(conn, did, cid, now)
         return stored_mime, None, False, False
-    conn.execute("UPDATE blob SET temp_key = ?, mime_type = ?, created_at = ? WHERE did = ? AND cid = ?",
-                 (key, mime, now, did, cid))
+    blob_rows.replace_temp_upload(conn, did, cid, key, mime, now)
     return mime, old_key, True, False
-
-
-def _clear_temp_key(conn: sqlite3.Connection, did: str, cid: str, key: str) -> None:
-    conn.execute("UPDATE blob SET temp_key = NULL WHERE did = ? AND cid = ? AND temp_key = ?", (did, cid, key))
 
 
 class BlobService:
@@ -220,10 +206,9 @@ class BlobService:
     async def _make_one_permanent(self, did: str, cid: CID) -> bool:
         # Twice: a re-upload of the same bytes may replace the temp key between read and move.
         for _ in range(2):
-            row = await self.db.fetchone("SELECT temp_key FROM blob WHERE did = ? AND cid = ?", (did, str(cid)))
-            if row is None or row["temp_key"] is None:
+            key = await blob_rows.get_temp_key(self.db, did, str(cid))
+            if key is None:
                 return True
-            key = row["temp_key"]
             try:
                 await self.store.make_permanent(key, did, cid)
             except BlobNotFoundError:
@@ -231,7 +216,7 @@ class BlobService:
             except BlobStoreError as exc:
                 self.log.error("could not make blob %s of %s permanent: %s", cid, did, exc)
                 return False
-            await self.db.write(_clear_temp_key, did, str(cid), key)
+            await self.db.write(blob_rows.clear_temp_key, did, str(cid), key)
             return True
         self.log.error("could not make blob %s of %s permanent: its temp upload is gone", cid, did)
         return False
@@ -240,9 +225,7 @@ class BlobService:
 
     async def info(self, did: str, cid: CID) -> BlobInfo | None:
         """A permanent, not taken-down blob of ``did``; None otherwise."""
-        row = await self.db.fetchone(
-            "SELECT mime_type, size FROM blob WHERE did = ? AND cid = ? AND temp_key IS NULL "
-            "AND takedown_ref IS NULL", (did, str(cid)))
+        row = await blob_rows.get_permanent_blob(self.db, did, str(cid))
         if row is None:
             return None
         return BlobInfo(did, cid, row["mime_type"], row["size"])

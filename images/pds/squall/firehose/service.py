@@ -22,6 +22,7 @@ from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from ..store import sequencer
 from ..store.db import Database
 from .crawlers import CrawlerNotifier
 from .frames import FrameError, event_frame
@@ -30,7 +31,6 @@ from .options import FirehoseOptions
 if TYPE_CHECKING:
     from .subscription import Connection
 
-_ROW_SQL = "SELECT seq, event_type, event, sequenced_at FROM repo_seq WHERE seq > ? ORDER BY seq LIMIT ?"
 _PRUNE_BATCH = 5000
 # Frames of the most recent events, so reconnecting subscribers replay without re-encoding.
 _FRAME_CACHE = 2048
@@ -65,8 +65,7 @@ class Firehose:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        row = await self.db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
-        self.last_seq = int(row["seq"] or 0) if row is not None else 0
+        self.last_seq = await sequencer.current_seq(self.db)
         self._tasks = [
             asyncio.create_task(self._fanout_loop(), name="firehose-fanout"),
             asyncio.create_task(self._prune_loop(), name="firehose-prune"),
@@ -137,8 +136,7 @@ class Firehose:
         self.connections.discard(conn)
 
     async def current_seq(self) -> int:
-        row = await self.db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
-        return int(row["seq"] or 0) if row is not None else 0
+        return await sequencer.current_seq(self.db)
 
     def backfill_cutoff(self) -> str:
         return iso_ms(datetime.now(timezone.utc) - timedelta(milliseconds=self.backfill_limit_ms))
@@ -154,7 +152,7 @@ class Firehose:
         last = seq - 1
         if len(out) == limit or (out and last >= self.last_seq):
             return out, last
-        rows = await self.db.fetchall(_ROW_SQL, (last, limit - len(out)))
+        rows = await sequencer.read_events(self.db, last, limit - len(out))
         for row in rows:
             frame = self._frame(row)
             if frame is not None:
@@ -208,7 +206,7 @@ class Firehose:
             self.last_seq = max(self.last_seq, await self.current_seq())
             return
         while True:
-            rows = await self.db.fetchall(_ROW_SQL, (self.last_seq, page))
+            rows = await sequencer.read_events(self.db, self.last_seq, page)
             for row in rows:
                 seq = row["seq"]
                 frame = self._frame(row)
@@ -243,7 +241,7 @@ class Firehose:
         cutoff = self.backfill_cutoff()
         total = 0
         while True:
-            deleted = await self.db.write(_prune_batch, cutoff)
+            deleted = await self.db.write(sequencer.prune_events, cutoff, _PRUNE_BATCH)
             total += deleted
             if deleted < _PRUNE_BATCH:
                 return total
@@ -282,12 +280,3 @@ class Firehose:
         self._restore_signal = None
         if signal.getsignal(signal.SIGTERM) is ours:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _prune_batch(conn: Any, cutoff: str) -> int:
-    cur = conn.execute(
-        "DELETE FROM repo_seq WHERE seq IN (SELECT seq FROM repo_seq WHERE sequenced_at < ? "
-        "AND seq < (SELECT MAX(seq) FROM repo_seq) ORDER BY seq LIMIT ?)",
-        (cutoff, _PRUNE_BATCH),
-    )
-    return cur.rowcount

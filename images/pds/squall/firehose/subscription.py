@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
+from ..store import sequencer
 from .frames import error_frame, info_frame
 from .wsctl import WsControl
 
@@ -186,17 +187,15 @@ class Connection:
         if cursor > current:
             raise StreamError("FutureCursor", f"Cursor {cursor} is in the future; the current seq is {current}")
         after = cursor
-        first = await fh.db.fetchone(
-            "SELECT seq, sequenced_at FROM repo_seq WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,))
+        first = await sequencer.first_event_after(fh.db, cursor)
         if first is not None:
             cutoff = fh.backfill_cutoff()
             if first["seq"] > cursor + 1 or first["sequenced_at"] < cutoff:
                 # Events after the cursor have been pruned or are past the window: say so, then
                 # replay what the window holds.
                 await self._send(info_frame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events"))
-                start = await fh.db.fetchone(
-                    "SELECT seq FROM repo_seq WHERE sequenced_at >= ? ORDER BY seq LIMIT 1", (cutoff,))
-                after = (start["seq"] - 1) if start is not None else current
+                start = await sequencer.first_seq_since(fh.db, cutoff)
+                after = (start - 1) if start is not None else current
         page = fh.options.page_size
         while not fh.closing:
             frames, last = await fh.read_frames(after, page)

@@ -14,6 +14,7 @@ blocks it asks for on demand within one read transaction.
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -24,6 +25,7 @@ from ..atproto.car import car_header, encode_car
 from ..atproto.cid import CID, encode_varint
 from ..atproto.mst import NodeCache
 from ..atproto.repo import record_proof_blocks
+from ..store import repos
 
 PAGE_ROWS = 500
 CHUNK_BYTES = 64 * 1024
@@ -47,25 +49,19 @@ class RepoExport:
 
     @classmethod
     async def open(cls, path: Path, did: str, since: str | None = None) -> "RepoExport":
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn = await repos.open_snapshot(path)
         try:
-            await conn.execute("PRAGMA query_only=ON")
-            await conn.execute("PRAGMA busy_timeout=5000")
-            await conn.execute("BEGIN")
-            async with conn.execute("SELECT cid FROM repo_root WHERE did = ?", (did,)) as cur:
-                row = await cur.fetchone()
-            if row is None:
+            cid = await repos.root_cid_on(conn, did)
+            if cid is None:
                 raise RepoNotStored(did)
-            root = CID.decode(row[0])
-            async with conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?",
-                                    (did, root.bytes)) as cur:
-                block = await cur.fetchone()
+            root = CID.decode(cid)
+            block = await repos.block_on(conn, did, root)
             if block is None:
                 raise RepoNotStored(did)
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, did, root, bytes(block[0]), since)
+        return cls(conn, did, root, block, since)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -75,17 +71,9 @@ class RepoExport:
         try:
             buf = bytearray(car_header([self.root]))
             buf += encode_varint(len(root_bytes) + len(self._commit_block)) + root_bytes + self._commit_block
-            if self.since is None:
-                sql = "SELECT cid, content FROM repo_block WHERE did = ? ORDER BY cid"
-                params: tuple = (self.did,)
-            else:
-                sql = "SELECT cid, content FROM repo_block WHERE did = ? AND repo_rev > ? ORDER BY repo_rev, cid"
-                params = (self.did, self.since)
-            async with self._conn.execute(sql, params) as cur:
-                while True:
-                    rows = await cur.fetchmany(PAGE_ROWS)
-                    if not rows:
-                        break
+            # aclosing: an abandoned download closes the page cursor before the connection.
+            async with aclosing(repos.iter_block_pages(self._conn, self.did, self.since, PAGE_ROWS)) as pages:
+                async for rows in pages:
                     for cid, content in rows:
                         if cid == root_bytes:
                             continue
@@ -105,39 +93,30 @@ async def record_proof(conn: aiosqlite.Connection, did: str, collection: str, rk
                        node_cache: NodeCache | None = None) -> bytes | None:
     """The proof CAR for ``collection/rkey`` (the record, or its absence) at the current commit;
     None when the DID has no repo. Runs inside one read transaction on ``conn``."""
-    await conn.execute("BEGIN")
-    try:
-        async with conn.execute("SELECT cid FROM repo_root WHERE did = ?", (did,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
+    async with repos.read_transaction(conn):
+        cid = await repos.root_cid_on(conn, did)
+        if cid is None:
             return None
-        root = CID.decode(row[0])
+        root = CID.decode(cid)
         store = MemoryBlockStore()
         for _ in range(MAX_PROOF_FETCHES):
             try:
                 blocks = record_proof_blocks(store, root, collection, rkey, node_cache=node_cache)
             except MissingBlock as missing:
-                async with conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?",
-                                        (did, missing.cid.bytes)) as cur:
-                    found = await cur.fetchone()
+                found = await repos.block_on(conn, did, missing.cid)
                 if found is None:
                     raise
-                store.put(missing.cid, bytes(found[0]))
+                store.put(missing.cid, found)
                 continue
             return encode_car([root], blocks.items())
         raise MissingBlock(root, f"proof path (more than {MAX_PROOF_FETCHES} blocks)")
-    finally:
-        await conn.execute("ROLLBACK")
 
 
 async def get_blocks(conn: aiosqlite.Connection, did: str, cids: list[CID]) -> tuple[list[tuple[CID, bytes]], list[CID]]:
     """(found blocks in request order, missing CIDs)."""
     if not cids:
         return [], []
-    marks = ",".join("?" * len(cids))
-    async with conn.execute(f"SELECT cid, content FROM repo_block WHERE did = ? AND cid IN ({marks})",
-                            (did, *(c.bytes for c in cids))) as cur:
-        got = {bytes(r[0]): bytes(r[1]) for r in await cur.fetchall()}
+    got = await repos.blocks_on(conn, did, cids)
     found, missing = [], []
     for cid in cids:
         block = got.get(cid.bytes)

@@ -33,12 +33,10 @@ migration case) is announced when it is activated.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sqlite3
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable
 
 from ..accounts import events
 from ..atproto import dagcbor, syntax
@@ -50,6 +48,9 @@ from ..atproto.crypto import PublicKey
 from ..atproto.errors import AtprotoError, DecodeError, InvalidSyntax
 from ..atproto.mst import NodeStore, NodeWrangler
 from ..blobs.refs import find_blob_refs
+from ..store import accounts, imports, repos
+from ..store import blobs as blob_rows
+from ..store.imports import StagedBlocks, Staging
 from ..store.sequencer import now_iso
 from ..errors import InvalidRequest, PayloadTooLarge
 
@@ -72,66 +73,10 @@ class ImportedRepo:
     seq: int | None  # of the #sync event, for an active account
 
 
-class _Staging:
-    """The private temporary SQLite file an import is spooled into (deleted by ``close``)."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"import-{secrets.token_hex(8)}.sqlite"
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        # Scratch data: durability would only cost time; a crash leaves a file the next import
-        # does not read (a new random name), removed below or by the operator.
-        for pragma in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF", "PRAGMA temp_store=FILE"):
-            self.conn.execute(pragma)
-        self.conn.executescript(
-            "CREATE TABLE block (cid BLOB PRIMARY KEY, content BLOB NOT NULL) WITHOUT ROWID;"
-            "CREATE TABLE keep (cid BLOB PRIMARY KEY) WITHOUT ROWID;"
-            "CREATE TABLE rec (collection TEXT NOT NULL, rkey TEXT NOT NULL, cid BLOB NOT NULL);"
-            "CREATE TABLE blobref (uri TEXT NOT NULL, cid TEXT NOT NULL);"
-        )
-
-    def put_blocks(self, rows: list[tuple[bytes, bytes]]) -> None:
-        with self.batch():
-            self.conn.executemany("INSERT OR IGNORE INTO block (cid, content) VALUES (?, ?)", rows)
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        # One transaction per batch (the connection is in autocommit mode otherwise).
-        self.conn.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    def close(self) -> None:
-        self.conn.close()
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-
-
-class _StagedBlocks:
-    """The core's BlockStore interface over the staging file (read-only)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def get(self, cid: CID) -> bytes | None:
-        row = self.conn.execute("SELECT content FROM block WHERE cid = ?", (cid.bytes,)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def has(self, cid: CID) -> bool:
-        return self.conn.execute("SELECT 1 FROM block WHERE cid = ?", (cid.bytes,)).fetchone() is not None
-
-    def put(self, cid: CID, data: bytes) -> None:
-        raise TypeError("the staged import is read-only")
-
-
 # -- phase 1: stage --------------------------------------------------------------------------------
 
 
-async def _stage(staging: _Staging, body: AsyncIterator[bytes], max_bytes: int) -> list[CID]:
+async def _stage(staging: Staging, body: AsyncIterator[bytes], max_bytes: int) -> list[CID]:
     received = 0
 
     async def metered() -> AsyncIterator[bytes]:
@@ -163,12 +108,12 @@ async def _stage(staging: _Staging, body: AsyncIterator[bytes], max_bytes: int) 
 # -- phase 2: verify -------------------------------------------------------------------------------
 
 
-def _verify(staging: _Staging, did: str, roots: list[CID], keys: list[PublicKey]) -> tuple[CID, str, int, int, int]:
+def _verify(staging: Staging, did: str, roots: list[CID], keys: list[PublicKey]) -> tuple[CID, str, int, int, int]:
     """(commit CID, rev, blocks kept, records, blob references); fills ``keep``, ``rec``, ``blobref``."""
     if len(roots) != 1:
         raise InvalidRequest(f"A repository CAR must have exactly one root (the commit), not {len(roots)}")
     root = roots[0]
-    store = _StagedBlocks(staging.conn)
+    store = StagedBlocks(staging.conn)
     block = store.get(root)
     if block is None:
         raise InvalidRequest(f"The CAR's root commit {root} is not in the CAR")
@@ -185,13 +130,9 @@ def _verify(staging: _Staging, did: str, roots: list[CID], keys: list[PublicKey]
     recs: list[tuple[str, str, bytes]] = []
     refs: list[tuple[str, str]] = []
     counts = {"records": 0, "refs": 0}
-    conn = staging.conn
 
     def flush() -> None:
-        with staging.batch():
-            conn.executemany("INSERT OR IGNORE INTO keep (cid) VALUES (?)", [(c,) for c in keep])
-            conn.executemany("INSERT INTO rec (collection, rkey, cid) VALUES (?, ?, ?)", recs)
-            conn.executemany("INSERT INTO blobref (uri, cid) VALUES (?, ?)", refs)
+        staging.put_walked(keep, recs, refs)
         keep.clear()
         recs.clear()
         refs.clear()
@@ -236,7 +177,7 @@ def _verify(staging: _Staging, did: str, roots: list[CID], keys: list[PublicKey]
     except (DecodeError, AtprotoError) as exc:
         raise InvalidRequest(f"The repository's tree is invalid: {exc}") from None
     flush()
-    blocks = conn.execute("SELECT COUNT(*) FROM keep").fetchone()[0]  # records held twice count once
+    blocks = staging.count_kept()  # records held twice count once
     return root, commit["rev"], blocks, counts["records"], counts["refs"]
 
 
@@ -245,51 +186,31 @@ def _verify(staging: _Staging, did: str, roots: list[CID], keys: list[PublicKey]
 
 def _store(conn: sqlite3.Connection, staging_path: Path, did: str, commit_cid: CID, rev: str,
            counts: tuple[int, int, int]) -> ImportedRepo:
-    account = conn.execute("SELECT deactivated_at, takedown_ref FROM account WHERE did = ?", (did,)).fetchone()
+    account = accounts.repo_import_account(conn, did)
     if account is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
     if account["takedown_ref"] is not None:
         raise InvalidRequest("Account has been taken down", "AccountTakedown")
     now = now_iso()
-    old_blobs = [r[0] for r in conn.execute("SELECT DISTINCT blob_cid FROM record_blob WHERE did = ?", (did,))]
-    conn.execute("DELETE FROM record_blob WHERE did = ?", (did,))
-    conn.execute("DELETE FROM record WHERE did = ?", (did,))
-    conn.execute("DELETE FROM repo_block WHERE did = ?", (did,))
-    with closing(sqlite3.connect(f"file:{staging_path}?mode=ro", uri=True)) as staged:
-        cur = staged.execute("SELECT k.cid, b.content FROM keep AS k JOIN block AS b ON b.cid = k.cid")
-        while rows := cur.fetchmany(STAGE_BATCH_ROWS):
-            conn.executemany("INSERT OR IGNORE INTO repo_block (did, cid, repo_rev, size, content) "
-                             "VALUES (?, ?, ?, ?, ?)",
-                             [(did, cid, rev, len(content), content) for cid, content in rows])
-        cur = staged.execute("SELECT collection, rkey, cid FROM rec")
-        while rows := cur.fetchmany(STAGE_BATCH_ROWS):
-            conn.executemany("INSERT OR REPLACE INTO record (did, collection, rkey, cid, repo_rev, indexed_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             [(did, c, k, str(CID.from_bytes(cid)), rev, now) for c, k, cid in rows])
-        cur = staged.execute("SELECT uri, cid FROM blobref")
-        while rows := cur.fetchmany(STAGE_BATCH_ROWS):
-            conn.executemany("INSERT OR IGNORE INTO record_blob (did, blob_cid, record_uri) VALUES (?, ?, ?)",
-                             [(did, cid, uri) for uri, cid in rows])
+    old_blobs = blob_rows.referenced_blob_cids(conn, did)
+    blob_rows.delete_record_blob_refs_for_account(conn, did)
+    repos.delete_repo_contents(conn, did)
+    with imports.open_staged(staging_path) as staged:
+        for rows in imports.kept_blocks(staged, STAGE_BATCH_ROWS):
+            repos.insert_imported_blocks(conn, did, rev, rows)
+        for rows in imports.staged_records(staged, STAGE_BATCH_ROWS):
+            repos.insert_imported_records(conn, did, rev, now, rows)
+        for rows in imports.staged_blob_refs(staged, STAGE_BATCH_ROWS):
+            blob_rows.insert_record_blob_refs(conn, did, rows)
     # Blobs already uploaded and referenced again are no longer awaiting collection; those the old
     # repo referenced and the new one does not start their grace period.
-    conn.execute("UPDATE blob SET unreferenced_since = NULL WHERE did = ? AND unreferenced_since IS NOT NULL "
-                 "AND EXISTS (SELECT 1 FROM record_blob AS r WHERE r.did = blob.did AND r.blob_cid = blob.cid)",
-                 (did,))
-    for cid in old_blobs:
-        conn.execute(
-            "UPDATE blob SET unreferenced_since = ? WHERE did = ? AND cid = ? AND unreferenced_since IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM record_blob AS r WHERE r.did = blob.did AND r.blob_cid = blob.cid)",
-            (now, did, cid))
-    cur = conn.execute("UPDATE repo_root SET cid = ?, rev = ?, indexed_at = ? WHERE did = ?",
-                       (str(commit_cid), rev, now, did))
-    if cur.rowcount == 0:
-        conn.execute("INSERT INTO repo_root (did, cid, rev, indexed_at) VALUES (?, ?, ?, ?)",
-                     (did, str(commit_cid), rev, now))
+    blob_rows.clear_unreferenced_for_account(conn, did)
+    blob_rows.mark_unreferenced(conn, did, old_blobs, now)
+    repos.put_root(conn, did, commit_cid, rev, now)
     seq = None
     if account["deactivated_at"] is None:
-        block = conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?",
-                             (did, commit_cid.bytes)).fetchone()
-        seq = events.sync(conn, did, commit_cid, bytes(block[0]), rev, now)
+        block = repos.get_block(conn, did, commit_cid)
+        seq = events.sync(conn, did, commit_cid, block, rev, now)
     blocks, records, refs = counts
     return ImportedRepo(did, commit_cid, rev, blocks, records, refs, seq)
 
@@ -304,7 +225,7 @@ async def import_repo(ctx: Any, did: str, body: AsyncIterator[bytes], signing_ke
                       max_bytes: int = MAX_IMPORT_BYTES) -> ImportedRepo:
     """Stage, verify and store the CAR in ``body`` as ``did``'s repo. ``signing_keys()`` returns
     the keys the commit may be signed with (asked only once the CAR has been staged)."""
-    staging = _Staging(ctx.settings.data_directory / "tmp")
+    staging = Staging(ctx.settings.data_directory / "tmp")
     try:
         roots = await _stage(staging, body, max_bytes)
         keys = await signing_keys()

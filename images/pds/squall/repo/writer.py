@@ -26,9 +26,9 @@ from ..atproto.crypto import P256Keypair, Secp256k1Keypair
 from ..atproto.mst import NodeCache
 from ..atproto.repo import CREATE, DELETE, UPDATE, InvalidWrite, Write, apply_writes
 from ..atproto.tid import TidClock
-from ..store.sequencer import append_event, now_iso
 from ..errors import AuthRequired, Forbidden, InvalidRequest
-from .blockstore import SqliteBlockStore
+from ..store import accounts, repos
+from ..store.sequencer import append_event, now_iso
 from .prepare import PUT, UNSET, PreparedWrite
 
 # A #commit event's blocks may not exceed 2,000,000 bytes (https://atproto.com/specs/sync).
@@ -101,11 +101,9 @@ def commit_writes(
     blob_refs: ModuleType | None,
     keypairs: dict | None = None,
 ) -> CommitOutcome:
-    account = conn.execute(
-        "SELECT signing_key_alg, signing_key, deactivated_at, takedown_ref FROM account WHERE did = ?", (did,)
-    ).fetchone()
+    account = accounts.repo_signing_account(conn, did)
     check_account_row(account)
-    root = conn.execute("SELECT cid, rev FROM repo_root WHERE did = ?", (did,)).fetchone()
+    root = repos.get_root_row(conn, did)
     if root is None:
         raise InvalidRequest(f"No repo root found for {did}")
     current_commit = CID.decode(root["cid"])
@@ -114,10 +112,8 @@ def commit_writes(
 
     applied: list[PreparedWrite] = []
     for w in writes:
-        row = conn.execute(
-            "SELECT cid FROM record WHERE did = ? AND collection = ? AND rkey = ?", (did, w.collection, w.rkey)
-        ).fetchone()
-        current = CID.decode(row[0]) if row is not None else None
+        stored = repos.get_record_cid(conn, did, w.collection, w.rkey)
+        current = CID.decode(stored) if stored is not None else None
         action = w.action
         if action == PUT:
             action = UPDATE if current is not None else CREATE
@@ -149,7 +145,7 @@ def commit_writes(
     keypair = _keypair(account["signing_key_alg"], bytes(account["signing_key"]), keypairs)
     try:
         result = apply_writes(
-            SqliteBlockStore(conn, did), current_commit,
+            repos.SqliteBlockStore(conn, did), current_commit,
             [Write(w.action, w.collection, w.rkey, w.record) for w in applied],
             keypair, did, rev, node_cache=node_cache,
         )
@@ -163,28 +159,13 @@ def commit_writes(
     now = now_iso()
     # Deletes before inserts: should a block ever be both dropped and re-added, it stays.
     gone = [current_commit, *result.removed_nodes]
-    conn.executemany("DELETE FROM repo_block WHERE did = ? AND cid = ?", [(did, cid.bytes) for cid in gone])
-    conn.executemany(
-        "INSERT OR IGNORE INTO repo_block (did, cid, repo_rev, size, content) VALUES (?, ?, ?, ?, ?)",
-        [(did, cid.bytes, rev, len(block), block) for cid, block in result.new_blocks.items()],
-    )
-    for w in applied:
-        if w.action == DELETE:
-            conn.execute("DELETE FROM record WHERE did = ? AND collection = ? AND rkey = ?",
-                         (did, w.collection, w.rkey))
-        else:
-            conn.execute(
-                "INSERT INTO record (did, collection, rkey, cid, repo_rev, indexed_at) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, "
-                "repo_rev = excluded.repo_rev, indexed_at = excluded.indexed_at",
-                (did, w.collection, w.rkey, str(w.cid), rev, now),
-            )
-    for cid in result.removed_records:
-        # Another path may hold the same record (same content, same CID): keep its block then.
-        if conn.execute("SELECT 1 FROM record WHERE did = ? AND cid = ? LIMIT 1", (did, str(cid))).fetchone() is None:
-            conn.execute("DELETE FROM repo_block WHERE did = ? AND cid = ?", (did, cid.bytes))
-    conn.execute("UPDATE repo_root SET cid = ?, rev = ?, indexed_at = ? WHERE did = ?",
-                 (str(result.commit_cid), rev, now, did))
+    repos.delete_blocks(conn, did, gone)
+    repos.put_blocks(conn, did, rev, result.new_blocks)
+    repos.put_records(conn, did, rev, now,
+                      [(w.collection, w.rkey, None if w.action == DELETE else str(w.cid)) for w in applied])
+    # Another path may hold the same record (same content, same CID): its block is kept then.
+    repos.delete_unheld_record_blocks(conn, did, result.removed_records)
+    repos.set_root(conn, did, result.commit_cid, rev, now)
     body = {
         "repo": did,
         "commit": result.commit_cid,

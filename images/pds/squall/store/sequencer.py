@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atproto import dagcbor
+
+if TYPE_CHECKING:
+    from .db import Database
 
 EVENT_TYPES = frozenset({"commit", "sync", "identity", "account"})
 
@@ -49,3 +52,42 @@ async def max_seq(db: "Database") -> int | None:
     """The newest event's seq, None when none was ever sequenced (the admin status page)."""
     row = await db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
     return row["seq"]
+# -- readers (reader pool) ----------------------------------------------------------------------------
+
+
+async def current_seq(db: "Database") -> int:
+    """The highest seq stored (0 for none)."""
+    row = await db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
+    return int(row["seq"] or 0) if row is not None else 0
+
+
+async def read_events(db: "Database", after: int, limit: int) -> list[sqlite3.Row]:
+    """Up to ``limit`` events (seq, event_type, event, sequenced_at) with seq > ``after``, oldest first."""
+    return await db.fetchall(
+        "SELECT seq, event_type, event, sequenced_at FROM repo_seq WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after, limit))
+
+
+async def first_event_after(db: "Database", seq: int) -> sqlite3.Row | None:
+    """(seq, sequenced_at) of the first event stored after ``seq``."""
+    return await db.fetchone("SELECT seq, sequenced_at FROM repo_seq WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
+
+
+async def first_seq_since(db: "Database", time: str) -> int | None:
+    """The seq of the first event sequenced at or after ``time``."""
+    row = await db.fetchone("SELECT seq FROM repo_seq WHERE sequenced_at >= ? ORDER BY seq LIMIT 1", (time,))
+    return row["seq"] if row is not None else None
+
+
+# -- retention (writer connection) --------------------------------------------------------------------
+
+
+def prune_events(conn: sqlite3.Connection, before: str, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest events sequenced before ``before``, never the newest
+    event (so the current seq survives restarts); return how many were deleted."""
+    cur = conn.execute(
+        "DELETE FROM repo_seq WHERE seq IN (SELECT seq FROM repo_seq WHERE sequenced_at < ? "
+        "AND seq < (SELECT MAX(seq) FROM repo_seq) ORDER BY seq LIMIT ?)",
+        (before, limit),
+    )
+    return cur.rowcount

@@ -27,6 +27,7 @@ from ..auth.verifier import ANONYMOUS, AuthResult
 from ..blobs.service import BlobService
 from ..blobs.store import BlobNotFoundError, BlobStoreError
 from ..ratelimit import DAY, KeyBy, RateLimit
+from ..store import blobs as blob_rows
 from .dispatch import check_declared_length
 from .errors import InvalidRequest, RangeNotSatisfiable, UpstreamFailure
 from .registry import Auth, Method
@@ -200,17 +201,7 @@ async def list_blobs(req: XrpcRequest) -> dict[str, Any]:
     cursor = _cid_param(req, "cursor", required=False)
     await _assert_repo_available(req, did)
     after = str(cursor) if cursor is not None else ""
-    if since is None:
-        rows = await req.ctx.db.fetchall(
-            "SELECT DISTINCT blob_cid FROM record_blob WHERE did = ? AND blob_cid > ? ORDER BY blob_cid LIMIT ?",
-            (did, after, limit))
-    else:
-        rows = await req.ctx.db.fetchall(
-            "SELECT DISTINCT rb.blob_cid FROM record AS r JOIN record_blob AS rb "
-            "ON rb.did = r.did AND rb.record_uri = 'at://' || r.did || '/' || r.collection || '/' || r.rkey "
-            "WHERE r.did = ? AND r.repo_rev > ? AND rb.blob_cid > ? ORDER BY rb.blob_cid LIMIT ?",
-            (did, since, after, limit))
-    cids = [row["blob_cid"] for row in rows]
+    cids = await blob_rows.list_record_blob_cids(req.ctx.db, did, after, limit, since)
     out: dict[str, Any] = {"cids": cids}
     if len(cids) == limit:
         out["cursor"] = cids[-1]
@@ -224,11 +215,7 @@ async def list_missing_blobs(req: XrpcRequest) -> dict[str, Any]:
     limit = req.int_param("limit", default=500, minimum=1, maximum=1000)
     cursor = _cid_param(req, "cursor", required=False)
     after = str(cursor) if cursor is not None else ""
-    rows = await req.ctx.db.fetchall(
-        "SELECT rb.blob_cid AS cid, MIN(rb.record_uri) AS uri FROM record_blob AS rb "
-        "LEFT JOIN blob AS b ON b.did = rb.did AND b.cid = rb.blob_cid "
-        "WHERE rb.did = ? AND b.cid IS NULL AND rb.blob_cid > ? GROUP BY rb.blob_cid ORDER BY rb.blob_cid LIMIT ?",
-        (req.did, after, limit))
+    rows = await blob_rows.list_missing_blobs(req.ctx.db, req.did, after, limit)
     blobs = [{"cid": row["cid"], "recordUri": row["uri"]} for row in rows]
     out: dict[str, Any] = {"blobs": blobs}
     if len(blobs) == limit:

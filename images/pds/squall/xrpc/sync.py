@@ -22,6 +22,7 @@ from ..auth.tokens import ACCESS_SCOPES, SCOPE_TAKENDOWN, TokenError
 from ..repo import reader
 from ..repo.export import RepoExport, RepoNotStored, get_blocks as read_blocks, record_proof
 from ..repo.prepare import check_collection, check_rkey, parse_cid
+from ..store import repos as repo_rows
 from .errors import InvalidRequest
 from .registry import Auth, Method
 from .request import XrpcRequest
@@ -157,16 +158,8 @@ def _parse_cursor(cursor: str) -> tuple[str, str]:
 async def list_repos(req: XrpcRequest) -> dict[str, Any]:
     limit = req.int_param("limit", default=500, minimum=1, maximum=1000)
     cursor = req.str_param("cursor", max_length=4096)
-    sql = ("SELECT a.did, a.created_at, a.deactivated_at, a.takedown_ref, r.cid, r.rev "
-           "FROM account a JOIN repo_root r ON r.did = a.did")
-    params: list[Any] = []
-    if cursor is not None:
-        created_at, did = _parse_cursor(cursor)
-        sql += " WHERE (a.created_at > ?) OR (a.created_at = ? AND a.did > ?)"
-        params += [created_at, created_at, did]
-    sql += " ORDER BY a.created_at, a.did LIMIT ?"
-    params.append(limit)
-    rows = await req.ctx.db.fetchall(sql, tuple(params))
+    after = _parse_cursor(cursor) if cursor is not None else None
+    rows = await repo_rows.list_repos(req.ctx.db, limit, after)
     repos = []
     for row in rows:
         active, status = _status(row)
