@@ -13,7 +13,7 @@ import inspect
 import logging
 from types import ModuleType
 from weakref import WeakSet
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..atproto.cid import CID
 from ..atproto.lexicon import Lexicons, load_bundled
@@ -22,6 +22,10 @@ from ..atproto.tid import TidClock
 from ..store.db import Database
 from .prepare import Preparer, PreparedWrite
 from .writer import CommitOutcome, commit_writes
+
+if TYPE_CHECKING:
+    from ..blobs.service import BlobService
+    from ..firehose.service import Firehose
 
 # Decoded MST nodes shared by all repos' writes and proofs. A repo of 10k records has ~3k nodes,
 # and writes with TID keys touch the root and the right edge; 4k nodes keep those decoded while

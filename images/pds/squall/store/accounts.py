@@ -301,13 +301,8 @@ async def list_app_passwords(db: "Database", did: str) -> list[sqlite3.Row]:
         (did,),
     )
 
+
 # -- used by repo --
-
-import sqlite3  # noqa: E402  (kept with the functions below: the section is appended as a whole)
-from typing import TYPE_CHECKING as _TYPE_CHECKING  # noqa: E402
-
-if _TYPE_CHECKING:
-    from .db import Database as _Database
 
 
 def repo_signing_account(conn: sqlite3.Connection, did: str) -> sqlite3.Row | None:
@@ -323,7 +318,7 @@ def repo_import_account(conn: sqlite3.Connection, did: str) -> sqlite3.Row | Non
     return conn.execute("SELECT deactivated_at, takedown_ref FROM account WHERE did = ?", (did,)).fetchone()
 
 
-async def active_account_did(db: "_Database", identifier: str) -> str | None:
+async def active_account_did(db: "Database", identifier: str) -> str | None:
     """The DID of the active local account named by a DID or a handle (neither deactivated nor
     taken down), else None."""
     if identifier.startswith("did:"):

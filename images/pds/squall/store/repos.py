@@ -44,50 +44,6 @@ async def newest_rev(db: "Database") -> str | None:
     return row["rev"] if row is not None and row["rev"] else None
 
 
-# -- used by accounts --
-
-import sqlite3 as _sqlite3
-
-
-def insert_initial_repo_rows(conn: "_sqlite3.Connection", did: str, blocks: "list[tuple[bytes, bytes]]", rev: str,
-                             commit_cid: str, indexed_at: str) -> None:
-    """A new account's repo: its blocks [(cid bytes, block)] at ``rev`` and its root commit."""
-    for cid, block in blocks:
-        conn.execute(
-            "INSERT INTO repo_block (did, cid, repo_rev, size, content) VALUES (?, ?, ?, ?, ?)",
-            (did, cid, rev, len(block), block),
-        )
-    conn.execute(
-        "INSERT INTO repo_root (did, cid, rev, indexed_at) VALUES (?, ?, ?, ?)",
-        (did, commit_cid, rev, indexed_at),
-    )
-
-
-def account_root_sync(conn: "_sqlite3.Connection", did: str) -> "_sqlite3.Row | None":
-    """(``cid``, ``rev``) of the account's repo root, on the writer connection."""
-    return conn.execute("SELECT cid, rev FROM repo_root WHERE did = ?", (did,)).fetchone()
-
-
-def account_block_sync(conn: "_sqlite3.Connection", did: str, cid: bytes) -> bytes | None:
-    """One block of the account's repo, on the writer connection."""
-    row = conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?", (did, cid)).fetchone()
-    return bytes(row["content"]) if row is not None else None
-
-
-def delete_repo_for_account(conn: "_sqlite3.Connection", did: str) -> int:
-    """Remove the account's records, blocks and root (account deletion); returns the records removed."""
-    records = conn.execute("DELETE FROM record WHERE did = ?", (did,)).rowcount
-    conn.execute("DELETE FROM repo_block WHERE did = ?", (did,))
-    conn.execute("DELETE FROM repo_root WHERE did = ?", (did,))
-    return records
-
-
-def set_record_takedown_ref(conn: "_sqlite3.Connection", did: str, collection: str, rkey: str,
-                            takedown_ref: str | None) -> str | None:
-    """Set the record's takedown ref; returns its CID, None when there is no such record."""
-    row = conn.execute(
-        "UPDATE record SET takedown_ref = ? WHERE did = ? AND collection = ? AND rkey = ? RETURNING cid",
-        (takedown_ref, did, collection, rkey),
 async def get_root(db: "Database", did: str) -> RepoRoot | None:
     row = await db.fetchone("SELECT cid, rev FROM repo_root WHERE did = ?", (did,))
     return RepoRoot(row["cid"], row["rev"]) if row is not None else None
@@ -302,22 +258,6 @@ def get_record_cid(conn: sqlite3.Connection, did: str, collection: str, rkey: st
     return row[0] if row is not None else None
 
 
-async def record_takedown_row(db: "Database", did: str, collection: str, rkey: str) -> "_sqlite3.Row | None":
-    """(``cid``, ``takedown_ref``) of the record."""
-    return await db.fetchone(
-        "SELECT cid, takedown_ref FROM record WHERE did = ? AND collection = ? AND rkey = ?",
-        (did, collection, rkey))
-
-
-async def account_repo_counts(db: "Database", did: str) -> "tuple[_sqlite3.Row, int, int] | None":
-    """The repo root row (``cid``, ``rev``), the block count and the record count of the account
-    (checkAccountStatus); None when it has no repo."""
-    root = await db.fetchone("SELECT cid, rev FROM repo_root WHERE did = ?", (did,))
-    if root is None:
-        return None
-    blocks = await db.fetchone("SELECT COUNT(*) AS n FROM repo_block WHERE did = ?", (did,))
-    records = await db.fetchone("SELECT COUNT(*) AS n FROM record WHERE did = ?", (did,))
-    return root, blocks["n"], records["n"]
 def delete_blocks(conn: sqlite3.Connection, did: str, cids: Iterable[CID]) -> None:
     conn.executemany("DELETE FROM repo_block WHERE did = ? AND cid = ?", [(did, cid.bytes) for cid in cids])
 
@@ -394,3 +334,67 @@ def insert_imported_records(conn: sqlite3.Connection, did: str, rev: str, indexe
     conn.executemany("INSERT OR REPLACE INTO record (did, collection, rkey, cid, repo_rev, indexed_at) "
                      "VALUES (?, ?, ?, ?, ?, ?)",
                      [(did, c, k, str(CID.from_bytes(cid)), rev, indexed_at) for c, k, cid in rows])
+
+
+# -- used by accounts --
+
+
+def insert_initial_repo_rows(conn: "sqlite3.Connection", did: str, blocks: "list[tuple[bytes, bytes]]", rev: str,
+                             commit_cid: str, indexed_at: str) -> None:
+    """A new account's repo: its blocks [(cid bytes, block)] at ``rev`` and its root commit."""
+    for cid, block in blocks:
+        conn.execute(
+            "INSERT INTO repo_block (did, cid, repo_rev, size, content) VALUES (?, ?, ?, ?, ?)",
+            (did, cid, rev, len(block), block),
+        )
+    conn.execute(
+        "INSERT INTO repo_root (did, cid, rev, indexed_at) VALUES (?, ?, ?, ?)",
+        (did, commit_cid, rev, indexed_at),
+    )
+
+
+def account_root_sync(conn: "sqlite3.Connection", did: str) -> "sqlite3.Row | None":
+    """(``cid``, ``rev``) of the account's repo root, on the writer connection."""
+    return conn.execute("SELECT cid, rev FROM repo_root WHERE did = ?", (did,)).fetchone()
+
+
+def account_block_sync(conn: "sqlite3.Connection", did: str, cid: bytes) -> bytes | None:
+    """One block of the account's repo, on the writer connection."""
+    row = conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?", (did, cid)).fetchone()
+    return bytes(row["content"]) if row is not None else None
+
+
+def delete_repo_for_account(conn: "sqlite3.Connection", did: str) -> int:
+    """Remove the account's records, blocks and root (account deletion); returns the records removed."""
+    records = conn.execute("DELETE FROM record WHERE did = ?", (did,)).rowcount
+    conn.execute("DELETE FROM repo_block WHERE did = ?", (did,))
+    conn.execute("DELETE FROM repo_root WHERE did = ?", (did,))
+    return records
+
+
+def set_record_takedown_ref(conn: "sqlite3.Connection", did: str, collection: str, rkey: str,
+                            takedown_ref: str | None) -> str | None:
+    """Set the record's takedown ref; returns its CID, None when there is no such record."""
+    row = conn.execute(
+        "UPDATE record SET takedown_ref = ? WHERE did = ? AND collection = ? AND rkey = ? RETURNING cid",
+        (takedown_ref, did, collection, rkey),
+    ).fetchone()
+    return row[0] if row is not None else None
+
+
+async def record_takedown_row(db: "Database", did: str, collection: str, rkey: str) -> "sqlite3.Row | None":
+    """(``cid``, ``takedown_ref``) of the record."""
+    return await db.fetchone(
+        "SELECT cid, takedown_ref FROM record WHERE did = ? AND collection = ? AND rkey = ?",
+        (did, collection, rkey))
+
+
+async def account_repo_counts(db: "Database", did: str) -> "tuple[sqlite3.Row, int, int] | None":
+    """The repo root row (``cid``, ``rev``), the block count and the record count of the account
+    (checkAccountStatus); None when it has no repo."""
+    root = await db.fetchone("SELECT cid, rev FROM repo_root WHERE did = ?", (did,))
+    if root is None:
+        return None
+    blocks = await db.fetchone("SELECT COUNT(*) AS n FROM repo_block WHERE did = ?", (did,))
+    records = await db.fetchone("SELECT COUNT(*) AS n FROM record WHERE did = ?", (did,))
+    return root, blocks["n"], records["n"]

@@ -35,23 +35,6 @@ def append_event(conn: sqlite3.Connection, did: str, event_type: str, body: dict
     return int(cur.lastrowid)
 
 
-# -- used by accounts --
-
-from typing import TYPE_CHECKING as _TYPE_CHECKING
-
-if _TYPE_CHECKING:
-    from .db import Database
-
-
-def delete_events_for_account_except(conn: sqlite3.Connection, did: str, seq: int) -> None:
-    """Account deletion's tombstone: every event of the DID goes but ``seq`` (the deletion event)."""
-    conn.execute("DELETE FROM repo_seq WHERE did = ? AND seq != ?", (did, seq))
-
-
-async def max_seq(db: "Database") -> int | None:
-    """The newest event's seq, None when none was ever sequenced (the admin status page)."""
-    row = await db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
-    return row["seq"]
 # -- readers (reader pool) ----------------------------------------------------------------------------
 
 
@@ -91,3 +74,17 @@ def prune_events(conn: sqlite3.Connection, before: str, limit: int) -> int:
         (before, limit),
     )
     return cur.rowcount
+
+
+# -- used by accounts --
+
+
+def delete_events_for_account_except(conn: sqlite3.Connection, did: str, seq: int) -> None:
+    """Account deletion's tombstone: every event of the DID goes but ``seq`` (the deletion event)."""
+    conn.execute("DELETE FROM repo_seq WHERE did = ? AND seq != ?", (did, seq))
+
+
+async def max_seq(db: "Database") -> int | None:
+    """The newest event's seq, None when none was ever sequenced (the admin status page)."""
+    row = await db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
+    return row["seq"]

@@ -36,7 +36,7 @@ from ..identity.service import (
 )
 from ..ratelimit import DAY, MINUTE, KeyBy, RateLimit
 from ..store import accounts as accounts_store
-from .errors import InvalidRequest, UpstreamFailure, XRPCError
+from .errors import InvalidRequest, UpstreamFailure
 from .registry import Auth, Method
 from .request import XrpcRequest
 

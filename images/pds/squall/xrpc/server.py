@@ -19,7 +19,6 @@ from ..store import repos as repos_store
 from ..store.accounts import Account, get_by_did, list_app_passwords as list_app_password_rows
 from ..atproto import syntax
 from ..atproto.errors import InvalidSyntax
-from ..atproto.tid import TidClock
 from ..auth.tokens import SCOPE_TAKENDOWN
 from ..store.sequencer import now_iso
 from ..ratelimit import MINUTE, SIGN_IN, RateLimit
