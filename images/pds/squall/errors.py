@@ -2,15 +2,17 @@
 
 These live below the web layer so that accounts/, repo/, identity/, blobs/, firehose/, auth/,
 store/, oauth/ and proxy/ never import ``squall.xrpc``. Each class carries the spec's (or the
-reference PDS's) error *name* and a human message, but no HTTP status: the XRPC layer maps a class
-to its status in one table (``squall.xrpc.errors.STATUS``) and renders the JSON envelope
-``{"error": name, "message": text}``.
+reference PDS's) error *name* and a human message. The XRPC spec gives each kind of failure its
+status; that is protocol data, kept here in one table (``XRPC_STATUS``) that ``status`` reads, and
+the XRPC layer renders ``{"error": name, "message": text}`` with it.
 
 A service may subclass one of these to give a more precise name (``InvalidSwap`` is an
 ``InvalidRequest``); the status then follows the base class.
 """
 
 from __future__ import annotations
+
+from types import MappingProxyType
 
 
 class DomainError(Exception):
@@ -24,6 +26,15 @@ class DomainError(Exception):
         # Response headers the failure implies (rate-limit counters, WWW-Authenticate, …).
         self.headers = headers or {}
         super().__init__(self.message)
+
+    @property
+    def status(self) -> int:
+        """The HTTP status XRPC gives this kind of failure (a subclass takes its base's)."""
+        for cls in type(self).__mro__:
+            status = XRPC_STATUS.get(cls)
+            if status is not None:
+                return status
+        return 500
 
     def body(self) -> dict[str, str]:
         return {"error": self.name, "message": self.message}
@@ -94,3 +105,23 @@ class UpstreamError(DomainError):
     def __init__(self, status: int, name: str, message: str, headers: dict[str, str]):
         super().__init__(message, name, headers=headers)
         self.upstream_status = status
+
+    @property
+    def status(self) -> int:
+        return self.upstream_status
+
+
+# The one map from kind of failure to status (https://atproto.com/specs/xrpc, error responses).
+XRPC_STATUS: "MappingProxyType[type[DomainError], int]" = MappingProxyType({
+    InvalidRequest: 400,
+    AuthRequired: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    RateLimitExceeded: 429,
+    InternalServerError: 500,
+    MethodNotImplemented: 501,
+    UpstreamFailure: 502,
+    NotEnoughResources: 503,
+    UpstreamTimeout: 504,
+})

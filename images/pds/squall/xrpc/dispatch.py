@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import ratelimit
 from ..atproto import syntax
-from .errors import InvalidRequest, MethodNotImplemented, PayloadTooLarge, RateLimitExceeded, XRPCError, status_of
+from .errors import InvalidRequest, MethodNotImplemented, PayloadTooLarge, RateLimitExceeded, XRPCError
 from .request import XrpcRequest
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ Fallback = Callable[["AppContext", Request, str], Awaitable[Response | None]]
 
 
 def error_response(err: XRPCError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=status_of(err), headers=err.headers)
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 def check_declared_length(request: Request, limit: int, message: str | None = None) -> None:
