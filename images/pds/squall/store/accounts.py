@@ -7,3 +7,11 @@ writer's ``sqlite3.Connection`` and run inside the caller's ``Database.write`` t
 """
 
 from __future__ import annotations
+
+
+# -- used by oauth --
+
+
+def account_takedown_ref(conn: "sqlite3.Connection", did: str) -> "sqlite3.Row | None":
+    """The account's row with its ``takedown_ref`` (None when there is no such account)."""
+    return conn.execute("SELECT takedown_ref FROM account WHERE did = ?", (did,)).fetchone()
