@@ -5,6 +5,10 @@ tuple of ``Method`` values: NSID, kind, auth policy, handler, declared errors, i
 rate limits.
 The registry is therefore the table of contents of the API, and the dispatcher
 (``squall.xrpc.dispatch``) is the only place that turns HTTP into calls.
+
+Each method's Lexicon, when the bundle has one (the com.atproto methods; see
+``squall.atproto.lexicon``), is compiled here once, as the method is registered: the dispatcher
+checks every call's parameters and JSON input against it before the handler runs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal
 
 from ..atproto import syntax
+from ..atproto.lexicon import Lexicons, MethodSchema, load_bundled
 from ..auth.policy import Auth
 from ..ratelimit import RateLimit
 
@@ -49,10 +54,22 @@ class Method:
 @dataclass
 class Registry:
     _methods: dict[str, Method] = field(default_factory=dict)
+    _schemas: dict[str, MethodSchema] = field(default_factory=dict)
+    # The method Lexicons; the bundled set unless given (loaded when the first method is added).
+    lexicons: Lexicons | None = None
 
     def add(self, method: Method) -> None:
         if method.nsid in self._methods:
             raise ValueError(f"XRPC method {method.nsid} registered twice")
+        if self.lexicons is None:
+            self.lexicons = load_bundled()
+        definition = self.lexicons.get_def(method.nsid)
+        if definition is not None and definition.type in ("query", "procedure"):
+            schema = self.lexicons.method(method.nsid)
+            if schema.type != method.kind:
+                raise ValueError(f"XRPC method {method.nsid} is registered as a {method.kind}, "
+                                 f"its Lexicon says {schema.type}")
+            self._schemas[method.nsid] = schema
         self._methods[method.nsid] = method
 
     def extend(self, methods: Iterable[Method]) -> None:
@@ -61,6 +78,10 @@ class Registry:
 
     def get(self, nsid: str) -> Method | None:
         return self._methods.get(nsid)
+
+    def schema(self, nsid: str) -> MethodSchema | None:
+        """The compiled Lexicon of a registered method; None for a method the bundle does not describe."""
+        return self._schemas.get(nsid)
 
     def __contains__(self, nsid: str) -> bool:
         return nsid in self._methods
