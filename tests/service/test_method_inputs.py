@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from squall.app import feature_modules
-from squall.atproto.lexicon import load_bundled
-from squall.xrpc.registry import Registry
+from squall.atproto.lexicon import bundled_documents, load_bundled
+from squall.xrpc.registry import LOOSENED_FORMATS, Registry
 from tests.helpers.accounts import assert_error, create_account
 
 XRPC = "/xrpc/"
@@ -44,6 +44,19 @@ def test_every_com_atproto_method_has_a_bundled_lexicon():
     registry.extend(methods)
     for nsid in served - set(EXEMPT):
         assert registry.schema(nsid) is not None, nsid
+
+
+def test_loosened_formats_name_real_formats():
+    docs = {doc["id"]: doc for doc in bundled_documents()}
+    for (nsid, where, name), reason in LOOSENED_FORMATS.items():
+        main = docs[nsid]["defs"]["main"]
+        node = main["parameters"] if where == "parameters" else main["input"]["schema"]
+        assert "format" in node["properties"][name] and reason, (nsid, name)
+    registry = Registry()
+    registry.extend(m for module in feature_modules() for m in getattr(module, "METHODS", ())
+                    if m.nsid == "com.atproto.server.getServiceAuth")
+    got = registry.schema("com.atproto.server.getServiceAuth").validate_params([("aud", DID + "#bsky_appview")])
+    assert got == {"aud": DID + "#bsky_appview"}
 
 
 def test_missing_and_malformed_query_parameters(c, user):

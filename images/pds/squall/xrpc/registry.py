@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal
 
 from ..atproto import syntax
-from ..atproto.lexicon import Lexicons, MethodSchema, load_bundled
+from ..atproto.lexicon import Lexicons, MethodSchema, bundled_documents
 from ..auth.policy import Auth
 from ..ratelimit import RateLimit
 
@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 
 Kind = Literal["query", "procedure"]
 Handler = Callable[["XrpcRequest"], Awaitable[Any]]
+
+# Where Squall deliberately accepts more than a published Lexicon says, the bundled document is kept
+# as published and the property's ``format`` is dropped here when the registry loads it, with the
+# reason; the handler then checks the value itself. (method NSID, "parameters" or "input", property)
+LOOSENED_FORMATS: dict[tuple[str, str, str], str] = {
+    ("com.atproto.server.getServiceAuth", "parameters", "aud"):
+        "the audience may be a service reference, did#service_id (as clients send for an appview); "
+        "the handler checks the DID and the fragment",
+}
 
 DEFAULT_JSON_LIMIT = 1024 * 1024  # reference caps JSON bodies at 100 KB for most routes; records may be larger
 
@@ -62,7 +71,7 @@ class Registry:
         if method.nsid in self._methods:
             raise ValueError(f"XRPC method {method.nsid} registered twice")
         if self.lexicons is None:
-            self.lexicons = load_bundled()
+            self.lexicons = method_lexicons()
         definition = self.lexicons.get_def(method.nsid)
         if definition is not None and definition.type in ("query", "procedure"):
             schema = self.lexicons.method(method.nsid)
@@ -88,3 +97,14 @@ class Registry:
 
     def nsids(self) -> list[str]:
         return sorted(self._methods)
+
+
+def method_lexicons() -> Lexicons:
+    """The bundled Lexicons with the formats of ``LOOSENED_FORMATS`` dropped."""
+    docs = bundled_documents()
+    by_id = {doc["id"]: doc for doc in docs}
+    for (nsid, where, name) in LOOSENED_FORMATS:
+        main = by_id[nsid]["defs"]["main"]
+        node = main["parameters"] if where == "parameters" else main["input"]["schema"]
+        del node["properties"][name]["format"]
+    return Lexicons(docs)
