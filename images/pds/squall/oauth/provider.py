@@ -21,6 +21,8 @@ from typing import Any
 
 from ..accounts.sessions import LoginChecker
 from ..errors import DomainError
+from ..store import accounts as account_store
+from ..store import oauth as store
 from .clients import SUPPORTED_SCOPES, Client, ClientStore, parse_scope
 from .dpop import DpopChecker, DpopProof, ReplayCache
 from .errors import OAuthError
@@ -124,13 +126,9 @@ class OAuthProvider:
         now = int(time.time())
 
         def insert(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM oauth_request WHERE expires_at <= ?", (now,))
-            conn.execute("DELETE FROM oauth_spent_refresh WHERE expires_at <= ?", (now,))
-            conn.execute(
-                "INSERT INTO oauth_request (id, client_id, client_auth, dpop_jkt, params, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (request_id, client.client_id, auth_method, proof.jkt, json.dumps(params), now + PAR_TTL),
-            )
+            store.purge_expired(conn, now)
+            store.insert_request(conn, request_id, client.client_id, auth_method, proof.jkt, json.dumps(params),
+                                 now + PAR_TTL)
 
         await self.db.write(insert)
         return {"request_uri": REQUEST_URI_PREFIX + request_id, "expires_in": PAR_TTL}
@@ -141,8 +139,7 @@ class OAuthProvider:
         if not client_id or not request_uri or not request_uri.startswith(REQUEST_URI_PREFIX):
             raise OAuthError("invalid_request", "client_id and a request_uri from the PAR endpoint are required")
         request_id = request_uri[len(REQUEST_URI_PREFIX):]
-        row = await self.db.fetchone(
-            "SELECT client_id, params, expires_at, did FROM oauth_request WHERE id = ?", (request_id,))
+        row = await store.get_request(self.db, request_id)
         if row is None or row["expires_at"] <= time.time():
             raise OAuthError("invalid_request", "This authorization request is unknown or has expired; "
                              "go back to the app and start again")
@@ -162,31 +159,19 @@ class OAuthProvider:
         if account is not None and app_password is None and not account.is_takendown:
             return account.did
 
-        def count(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE oauth_request SET failed_logins = failed_logins + 1 WHERE id = ?", (pending.id,))
-            conn.execute("DELETE FROM oauth_request WHERE id = ? AND failed_logins >= ?",
-                         (pending.id, MAX_FAILED_LOGINS))
-
-        await self.db.write(count)
+        await self.db.write(store.count_failed_login, pending.id, MAX_FAILED_LOGINS)
         return None
 
     async def approve(self, pending: PendingRequest, did: str) -> str:
         code = secrets.token_urlsafe(32)
         now = int(time.time())
 
-        def store(conn: sqlite3.Connection) -> bool:
-            return conn.execute(
-                "UPDATE oauth_request SET did = ?, code = ?, code_expires_at = ?, expires_at = ? "
-                "WHERE id = ? AND did IS NULL AND expires_at > ?",
-                (did, _hash(code), now + CODE_TTL, now + CODE_TTL, pending.id, now),
-            ).rowcount == 1
-
-        if not await self.db.write(store):
+        if not await self.db.write(store.approve_request, pending.id, did, _hash(code), now + CODE_TTL, now):
             raise OAuthError("invalid_request", "This authorization request was already answered or has expired")
         return code
 
     async def deny(self, pending: PendingRequest) -> None:
-        await self.db.write(lambda conn: conn.execute("DELETE FROM oauth_request WHERE id = ?", (pending.id,)))
+        await self.db.write(store.delete_request, pending.id)
 
     # -- token endpoint ---------------------------------------------------------------------------
 
@@ -214,16 +199,14 @@ class OAuthProvider:
                        proof: DpopProof) -> dict[str, Any] | OAuthError:
         code = form.get("code", "")
         now = int(time.time())
-        row = conn.execute(
-            "SELECT id, client_id, client_auth, dpop_jkt, params, did, code_expires_at, session_id "
-            "FROM oauth_request WHERE code = ?", (_hash(code),)).fetchone() if code else None
+        row = store.get_request_by_code(conn, _hash(code)) if code else None
         if row is None:
             return OAuthError("invalid_grant", "Invalid or expired authorization code")
         if row["session_id"] is not None:
-            conn.execute("DELETE FROM oauth_session WHERE id = ?", (row["session_id"],))
+            store.delete_session(conn, row["session_id"])
             return OAuthError("invalid_grant", "Authorization code already used; the grant it issued is revoked")
         if row["code_expires_at"] <= now:
-            conn.execute("DELETE FROM oauth_request WHERE id = ?", (row["id"],))
+            store.delete_request(conn, row["id"])
             return OAuthError("invalid_grant", "Authorization code has expired")
         if row["client_id"] != client.client_id or row["client_auth"] != auth_method:
             return OAuthError("invalid_grant", "Authorization code was issued to another client")
@@ -233,7 +216,7 @@ class OAuthProvider:
         verifier = form.get("code_verifier", "")
         if not _VERIFIER.match(verifier) or not hmac.compare_digest(_s256(verifier), params["code_challenge"]):
             # A wrong verifier is someone else holding the code: it is spent.
-            conn.execute("DELETE FROM oauth_request WHERE id = ?", (row["id"],))
+            store.delete_request(conn, row["id"])
             return OAuthError("invalid_grant", "code_verifier is missing or does not match the code_challenge")
         if proof.jkt != row["dpop_jkt"]:
             return OAuthError("invalid_dpop_proof", "DPoP key differs from the one used for the authorization request")
@@ -243,14 +226,9 @@ class OAuthProvider:
         refresh = secrets.token_urlsafe(32)
         session_ttl = PUBLIC_SESSION_TTL if auth_method == "none" else CONFIDENTIAL_SESSION_TTL
         refresh_ttl = PUBLIC_SESSION_TTL if auth_method == "none" else CONFIDENTIAL_REFRESH_TTL
-        conn.execute(
-            "INSERT INTO oauth_session (id, did, client_id, client_auth, dpop_jkt, scope, created_at, expires_at, "
-            "refresh_hash, refresh_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, row["did"], client.client_id, auth_method, proof.jkt, params["scope"], now,
-             now + session_ttl, _hash(refresh), now + min(session_ttl, refresh_ttl)),
-        )
-        conn.execute("UPDATE oauth_request SET session_id = ?, expires_at = ? WHERE id = ?",
-                     (session_id, now + CODE_REUSE_WINDOW, row["id"]))
+        store.insert_session(conn, session_id, row["did"], client.client_id, auth_method, proof.jkt, params["scope"],
+                             now, now + session_ttl, _hash(refresh), now + min(session_ttl, refresh_ttl))
+        store.mark_code_exchanged(conn, row["id"], session_id, now + CODE_REUSE_WINDOW)
         return self._issue(session_id=session_id, did=row["did"], scope=params["scope"], jkt=proof.jkt,
                            client_id=client.client_id, refresh=refresh)
 
@@ -259,12 +237,11 @@ class OAuthProvider:
         token = form.get("refresh_token", "")
         now = int(time.time())
         digest = _hash(token) if token else ""
-        row = conn.execute("SELECT * FROM oauth_session WHERE refresh_hash = ?", (digest,)).fetchone()
+        row = store.get_session_by_refresh(conn, digest)
         if row is None:
-            spent = conn.execute("SELECT session_id FROM oauth_spent_refresh WHERE refresh_hash = ?",
-                                 (digest,)).fetchone()
-            if spent is not None:
-                conn.execute("DELETE FROM oauth_session WHERE id = ?", (spent["session_id"],))
+            spent_session = store.spent_refresh_session(conn, digest)
+            if spent_session is not None:
+                store.delete_session(conn, spent_session)
                 return OAuthError("invalid_grant", "Refresh token was already used; the session is revoked")
             return OAuthError("invalid_grant", "Invalid refresh token")
         if row["client_id"] != client.client_id or row["client_auth"] != auth_method:
@@ -272,7 +249,7 @@ class OAuthProvider:
         if proof.jkt != row["dpop_jkt"]:
             return OAuthError("invalid_dpop_proof", "DPoP key differs from the one the session is bound to")
         if row["refresh_expires_at"] <= now or row["expires_at"] <= now:
-            conn.execute("DELETE FROM oauth_session WHERE id = ?", (row["id"],))
+            store.delete_session(conn, row["id"])
             return OAuthError("invalid_grant", "Refresh token has expired")
         scope = row["scope"]
         if form.get("scope"):
@@ -284,10 +261,8 @@ class OAuthProvider:
             return OAuthError("invalid_grant", "The account is not available")
         refresh = secrets.token_urlsafe(32)
         refresh_ttl = PUBLIC_SESSION_TTL if auth_method == "none" else CONFIDENTIAL_REFRESH_TTL
-        conn.execute("INSERT INTO oauth_spent_refresh (refresh_hash, session_id, expires_at) VALUES (?, ?, ?)",
-                     (digest, row["id"], row["expires_at"]))
-        conn.execute("UPDATE oauth_session SET refresh_hash = ?, refresh_expires_at = ?, scope = ? WHERE id = ?",
-                     (_hash(refresh), min(row["expires_at"], now + refresh_ttl), scope, row["id"]))
+        store.remember_spent_refresh(conn, digest, row["id"], row["expires_at"])
+        store.rotate_refresh(conn, row["id"], _hash(refresh), min(row["expires_at"], now + refresh_ttl), scope)
         return self._issue(session_id=row["id"], did=row["did"], scope=scope, jkt=proof.jkt,
                            client_id=client.client_id, refresh=refresh)
 
@@ -303,20 +278,17 @@ class OAuthProvider:
         except AccessTokenError:
             pass  # not a (live) access token of ours: maybe a refresh token
 
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM oauth_session WHERE refresh_hash = ? OR id = ?", (_hash(token), session_id))
-
-        await self.db.write(delete)
+        await self.db.write(store.revoke_session, _hash(token), session_id)
 
     # -- resource server ---------------------------------------------------------------------------
 
     async def session_active(self, session_id: str, did: str) -> bool:
-        row = await self.db.fetchone("SELECT did, expires_at FROM oauth_session WHERE id = ?", (session_id,))
+        row = await store.get_session_owner(self.db, session_id)
         return row is not None and row["did"] == did and row["expires_at"] > time.time()
 
 
 def _account_usable(conn: sqlite3.Connection, did: str) -> bool:
-    row = conn.execute("SELECT takedown_ref FROM account WHERE did = ?", (did,)).fetchone()
+    row = account_store.account_takedown_ref(conn, did)
     return row is not None and row["takedown_ref"] is None
 
 

@@ -330,3 +330,10 @@ async def active_account_did(db: "Database", identifier: str) -> str | None:
             f"SELECT a.did FROM account a WHERE {clause} AND a.deactivated_at IS NULL AND a.takedown_ref IS NULL",
             (value,))
     return rows[0][0] if rows else None
+
+# -- used by oauth --
+
+
+def account_takedown_ref(conn: "sqlite3.Connection", did: str) -> "sqlite3.Row | None":
+    """The account's row with its ``takedown_ref`` (None when there is no such account)."""
+    return conn.execute("SELECT takedown_ref FROM account WHERE did = ?", (did,)).fetchone()

@@ -1,5 +1,6 @@
 """HTTP → XRPC: one route ``/xrpc/{nsid}`` that finds the method, authenticates, reads the input
-with a size cap, runs the handler and renders its result or error envelope."""
+with a size cap, checks the parameters and JSON input against the method's Lexicon, runs the
+handler and renders its result or error envelope."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from starlette.responses import JSONResponse, Response
 
 from .. import ratelimit
 from ..atproto import syntax
+from ..atproto.lexicon import LexiconValidationError
 from .errors import InvalidRequest, MethodNotImplemented, PayloadTooLarge, RateLimitExceeded, XRPCError
 from .request import XrpcRequest
 
 if TYPE_CHECKING:
+    from ..atproto.lexicon import MethodSchema
     from ..context import AppContext
     from .registry import Method
 
@@ -50,6 +53,34 @@ async def read_body_capped(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _check_inputs(schema: "MethodSchema", method: "Method", request: Request, body: Any) -> dict[str, Any]:
+    """The call's typed parameters, after checking them and the JSON input against the Lexicon.
+
+    The messages are the reference's: a parameter error reads ``Error: Params/limit can not be
+    greater than 100`` (it stringifies the error), an input error ``Input/repo must be a valid did``.
+    """
+    args: dict[str, Any] = {}
+    if schema.has_params:
+        try:
+            args = schema.validate_params(request.query_params.multi_items())
+        except LexiconValidationError as exc:
+            raise _invalid(method, exc, f"Error: {exc}") from None
+    if isinstance(body, dict) and schema.has_input_schema:
+        try:
+            schema.validate_input(body)
+        except LexiconValidationError as exc:
+            raise _invalid(method, exc, str(exc)) from None
+    return args
+
+
+def _invalid(method: "Method", exc: LexiconValidationError, message: str) -> InvalidRequest:
+    # A method that declares InvalidHandle answers a handle that is not even handle syntax with it,
+    # as it does a handle it refuses for other reasons (reserved, too short, wrong domain).
+    if exc.format == "handle" and "InvalidHandle" in method.errors:
+        return InvalidRequest(message, "InvalidHandle")
+    return InvalidRequest(message)
 
 
 def _json_result(result: Any) -> Response:
@@ -146,6 +177,10 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
     limits.consume([limit for limit in method.rate_limits if not limit.key.before_auth],
                    did=auth.did, identifier=identifier if isinstance(identifier, str) else None)
 
-    req = XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, params=request.query_params, body=body)
+    schema = ctx.registry.schema(method.nsid)
+    args = _check_inputs(schema, method, request, body) if schema is not None else {}
+
+    req = XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, params=request.query_params, body=body,
+                      args=args)
     result = await method.handler(req)
     return _json_result(result)

@@ -5,6 +5,10 @@ tuple of ``Method`` values: NSID, kind, auth policy, handler, declared errors, i
 rate limits.
 The registry is therefore the table of contents of the API, and the dispatcher
 (``squall.xrpc.dispatch``) is the only place that turns HTTP into calls.
+
+Each method's Lexicon, when the bundle has one (the com.atproto methods; see
+``squall.atproto.lexicon``), is compiled here once, as the method is registered: the dispatcher
+checks every call's parameters and JSON input against it before the handler runs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal
 
 from ..atproto import syntax
+from ..atproto.lexicon import Lexicons, MethodSchema, bundled_documents
 from ..auth.policy import Auth
 from ..ratelimit import RateLimit
 
@@ -24,6 +29,15 @@ if TYPE_CHECKING:
 
 Kind = Literal["query", "procedure"]
 Handler = Callable[["XrpcRequest"], Awaitable[Any]]
+
+# Where Squall deliberately accepts more than a published Lexicon says, the bundled document is kept
+# as published and the property's ``format`` is dropped here when the registry loads it, with the
+# reason; the handler then checks the value itself. (method NSID, "parameters" or "input", property)
+LOOSENED_FORMATS: dict[tuple[str, str, str], str] = {
+    ("com.atproto.server.getServiceAuth", "parameters", "aud"):
+        "the audience may be a service reference, did#service_id (as clients send for an appview); "
+        "the handler checks the DID and the fragment",
+}
 
 DEFAULT_JSON_LIMIT = 1024 * 1024  # reference caps JSON bodies at 100 KB for most routes; records may be larger
 
@@ -49,10 +63,22 @@ class Method:
 @dataclass
 class Registry:
     _methods: dict[str, Method] = field(default_factory=dict)
+    _schemas: dict[str, MethodSchema] = field(default_factory=dict)
+    # The method Lexicons; the bundled set unless given (loaded when the first method is added).
+    lexicons: Lexicons | None = None
 
     def add(self, method: Method) -> None:
         if method.nsid in self._methods:
             raise ValueError(f"XRPC method {method.nsid} registered twice")
+        if self.lexicons is None:
+            self.lexicons = method_lexicons()
+        definition = self.lexicons.get_def(method.nsid)
+        if definition is not None and definition.type in ("query", "procedure"):
+            schema = self.lexicons.method(method.nsid)
+            if schema.type != method.kind:
+                raise ValueError(f"XRPC method {method.nsid} is registered as a {method.kind}, "
+                                 f"its Lexicon says {schema.type}")
+            self._schemas[method.nsid] = schema
         self._methods[method.nsid] = method
 
     def extend(self, methods: Iterable[Method]) -> None:
@@ -62,8 +88,23 @@ class Registry:
     def get(self, nsid: str) -> Method | None:
         return self._methods.get(nsid)
 
+    def schema(self, nsid: str) -> MethodSchema | None:
+        """The compiled Lexicon of a registered method; None for a method the bundle does not describe."""
+        return self._schemas.get(nsid)
+
     def __contains__(self, nsid: str) -> bool:
         return nsid in self._methods
 
     def nsids(self) -> list[str]:
         return sorted(self._methods)
+
+
+def method_lexicons() -> Lexicons:
+    """The bundled Lexicons with the formats of ``LOOSENED_FORMATS`` dropped."""
+    docs = bundled_documents()
+    by_id = {doc["id"]: doc for doc in docs}
+    for (nsid, where, name) in LOOSENED_FORMATS:
+        main = by_id[nsid]["defs"]["main"]
+        node = main["parameters"] if where == "parameters" else main["input"]["schema"]
+        del node["properties"][name]["format"]
+    return Lexicons(docs)

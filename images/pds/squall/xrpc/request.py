@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
@@ -24,6 +24,11 @@ class XrpcRequest:
     auth: "AuthResult"
     params: QueryParams
     body: Any = None  # parsed JSON object for "json" input; None otherwise
+    # The parameters the method's Lexicon declares, already checked by the dispatcher: typed
+    # (integer, boolean, a list for an array), with the Lexicon's defaults filled in; a parameter
+    # that is neither sent nor defaulted is absent. Empty for a method without a bundled Lexicon.
+    # When the method has one, its JSON ``body`` has been checked against the input schema too.
+    args: dict[str, Any] = field(default_factory=dict)
 
     # -- caller ------------------------------------------------------------------------------
 

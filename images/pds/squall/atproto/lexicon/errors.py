@@ -16,12 +16,13 @@ class LexiconNotFoundError(LexiconSchemaError):
 class LexiconValidationError(AtprotoError):
     """Data that does not match its Lexicon schema.
 
-    ``path`` names where the problem is, rooted at ``Record`` (or ``Object``) with ``/`` between
-    property names and array indexes, e.g. ``Record/embed/images/0/alt``; ``reason`` says what is
-    wrong there. The message is both, e.g. ``Record/text must not be longer than 300 graphemes``.
+    ``path`` names where the problem is, rooted at ``Record`` (or ``Object``, or a method's ``Params``
+    or ``Input``) with ``/`` between property names and array indexes, e.g.
+    ``Record/embed/images/0/alt``; ``reason`` says what is wrong there. The message is both, e.g. ``Record/text must not be longer than 300 graphemes``.
     """
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str, format: str | None = None):
         super().__init__(f"{path} {reason}")
         self.path = path
         self.reason = reason
+        self.format = format  # the string format (``handle``, ``did`` …) the value failed, if that failed

@@ -7,25 +7,72 @@ parts refer to Lexicons that are not loaded (an XRPC endpoint, say) is still acc
 
 It answers what a PDS asks on every write: is this a known record type (``has_record_type``), which
 record key type does it use (``record_key_type``, ``validate_record_key``, spec "Record Key"), and
-does a record match its schema (``validate_record``).
+does a record match its schema (``validate_record``). For XRPC methods (``query`` and ``procedure``
+definitions) ``method`` compiles a ``MethodSchema`` that checks a call's query parameters and JSON
+input (spec "HTTP API (XRPC)": parameters arrive as strings and are typed by the Lexicon).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import InvalidSyntax
 from ..syntax import FORMAT_VALIDATORS
 from .errors import LexiconNotFoundError, LexiconSchemaError, LexiconValidationError
-from .schema import Def, LexiconDoc, RecordDef, parse_lexicon_doc
-from .validate import Check, Compiler, Invalid
+from .schema import Def, LexiconDoc, ProcedureDef, QueryDef, RecordDef, parse_lexicon_doc
+from .validate import Check, Compiler, Invalid, ParamsCheck
 
 _OBJECT_KINDS = frozenset({"object", "record"})
 
 
 def _error(root: str, exc: Invalid) -> LexiconValidationError:
-    return LexiconValidationError("/".join([root, *reversed(exc.segments)]), exc.reason)
+    return LexiconValidationError("/".join([root, *reversed(exc.segments)]), exc.reason, exc.format)
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSchema:
+    """The compiled inputs of one XRPC method: keep it (compiling walks the schema; checking does not).
+
+    ``type`` is ``query`` or ``procedure``; ``input_encoding`` is the procedure's declared input
+    encoding (``application/json``, ``*/*`` …) or None when it takes no input.
+    """
+
+    nsid: str
+    type: str
+    input_encoding: str | None
+    _params: ParamsCheck | None
+    _input: Check | None
+
+    @property
+    def has_params(self) -> bool:
+        return self._params is not None
+
+    @property
+    def has_input_schema(self) -> bool:
+        return self._input is not None
+
+    def validate_params(self, pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        """The declared parameters of a query string given as (name, value) pairs, typed and with
+        defaults filled in. Raises LexiconValidationError rooted at ``Params``, e.g.
+        ``Params must have the property "did"`` or ``Params/limit can not be greater than 100``."""
+        if self._params is None:
+            return {}
+        try:
+            return self._params(pairs)
+        except Invalid as exc:
+            raise _error("Params", exc) from None
+
+    def validate_input(self, body: Any) -> None:
+        """Check a JSON input (parsed JSON) against the input schema, if the method declares one.
+        Raises LexiconValidationError rooted at ``Input``, e.g. ``Input/repo must be a valid did``."""
+        if self._input is None:
+            return
+        try:
+            self._input(body)
+        except Invalid as exc:
+            raise _error("Input", exc) from None
 
 
 class Lexicons:
@@ -91,6 +138,27 @@ class Lexicons:
     def record_key_type(self, nsid: str) -> str:
         """The record's ``key``: ``tid``, ``nsid``, ``any``, ``record-key`` or ``literal:<rkey>``."""
         return self._record(nsid)[0].key
+
+    def method(self, nsid: str) -> MethodSchema:
+        """Compile the parameters and input schema of the query or procedure ``nsid``.
+
+        Raises LexiconNotFoundError when no loaded Lexicon defines that method, LexiconSchemaError
+        when its schema refers to definitions that are missing or of the wrong type."""
+        definition = self.get_def(nsid)
+        if not isinstance(definition, (QueryDef, ProcedureDef)):
+            raise LexiconNotFoundError(f"no loaded Lexicon defines the XRPC method {nsid!r}")
+        params = self._compiler.compile_params(definition.parameters) if definition.parameters else None
+        body = definition.input if isinstance(definition, ProcedureDef) else None
+        check = None
+        if body is not None and body.schema is not None:
+            check = self._compiler.compile(body.schema)
+        return MethodSchema(nsid=nsid, type=definition.type, input_encoding=body.encoding if body else None,
+                            _params=params, _input=check)
+
+    def method_nsids(self) -> frozenset[str]:
+        """The NSIDs of the loaded query and procedure definitions."""
+        return frozenset(nsid for nsid, doc in self._docs.items()
+                         if isinstance(doc.defs.get("main"), (QueryDef, ProcedureDef)))
 
     # --- validation -----------------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ grapheme clusters; properties the schema does not name are ignored (spec "Author
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
-
+import re
+from typing import Any, Callable, Iterable, Mapping
 
 from ..cid import CID
 from ..errors import InvalidSyntax
@@ -35,6 +35,7 @@ from .schema import (
     Def,
     IntegerDef,
     ObjectDef,
+    ParamsDef,
     RecordDef,
     RefDef,
     StringDef,
@@ -43,6 +44,8 @@ from .schema import (
 )
 
 Check = Callable[[Any], None]
+# Query parameters: (name, value) pairs as they come in the query string → the typed parameters.
+ParamsCheck = Callable[[Iterable[tuple[str, str]]], dict[str, Any]]
 
 _BLOB_KEYS = frozenset({"$type", "ref", "mimeType", "size"})
 _MISSING = object()
@@ -51,12 +54,13 @@ _MISSING = object()
 class Invalid(Exception):
     """A validation failure on its way up: ``segments`` is the path from the failing value upwards."""
 
-    __slots__ = ("reason", "segments")
+    __slots__ = ("reason", "segments", "format")
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, format: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.segments: list[str] = []
+        self.format = format  # the string format the value failed, if that is what failed
 
 
 def grapheme_len(text: str) -> int:
@@ -199,7 +203,7 @@ class Compiler:
                 try:
                     fmt(value)
                 except InvalidSyntax as exc:
-                    raise Invalid(f"must be a valid {fmt_name} ({exc})") from None
+                    raise Invalid(f"must be a valid {fmt_name} ({exc})", fmt_name) from None
 
         return check
 
@@ -260,6 +264,57 @@ class Compiler:
                 raise Invalid("must be an object")
 
         return check
+
+    # --- XRPC parameters ------------------------------------------------------------------------
+
+    def compile_params(self, d: ParamsDef) -> ParamsCheck:
+        """A check of a query string against a method's ``parameters``: each value arrives as a
+        string and is coerced to the declared type (integer, boolean; an array collects the repeated
+        key), then checked like an object property. It returns the declared parameters, with the
+        schema's defaults filled in; parameters the schema does not declare are ignored (as the
+        reference does: a client may send more than a method knows)."""
+        specs = []
+        for name, prop in d.properties.items():
+            array = prop.type == "array"
+            kind = prop.items.type if array else prop.type
+            # "unknown" parameters have no string form to check (the spec allows them; none is used).
+            check = self.compile(prop) if kind != "unknown" else _accept
+            default = getattr(prop, "default", None)
+            specs.append((name, _COERCE.get(kind, _as_is), check, array, default, name in d.required))
+        wanted = frozenset(d.properties)
+
+        def check_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+            raw: dict[str, list[str]] = {}
+            for key, value in pairs:
+                if key in wanted:
+                    if key in raw:
+                        raw[key].append(value)
+                    else:
+                        raw[key] = [value]
+            out: dict[str, Any] = {}
+            for name, coerce, check, array, default, required in specs:
+                values = raw.get(name)
+                if values is None:
+                    if default is not None:
+                        out[name] = default
+                    elif required:
+                        raise Invalid(f'must have the property "{name}"')
+                    continue
+                try:
+                    if array:
+                        value: Any = [coerce(v) for v in values]
+                    elif len(values) > 1:
+                        raise Invalid("must appear once")
+                    else:
+                        value = coerce(values[0])
+                    check(value)
+                except Invalid as exc:
+                    exc.segments.append(name)
+                    raise
+                out[name] = value
+            return out
+
+        return check_params
 
     # --- containers -----------------------------------------------------------------------------
 
@@ -324,6 +379,30 @@ class Compiler:
 
         return check
 
+
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")  # what fits an int64; longer is out of any range we declare
+_BOOLEAN_TEXT = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _as_is(text: str) -> Any:
+    return text
+
+
+def _integer_text(text: str) -> Any:
+    # Not int(): it also takes "+1", " 1", "1_0" and non-ASCII digits. Text that is no integer
+    # stays a string, so the integer check reports it as "must be an integer".
+    return int(text) if _INTEGER_TEXT.fullmatch(text) else text
+
+
+def _boolean_text(text: str) -> Any:
+    return _BOOLEAN_TEXT.get(text, text)
+
+
+def _accept(value: Any) -> None:
+    pass
+
+
+_COERCE: dict[str, Callable[[str], Any]] = {"integer": _integer_text, "boolean": _boolean_text}
 
 _REF_TARGETS = frozenset(
     {"object", "record", "string", "integer", "boolean", "bytes", "cid-link", "blob", "array"}
