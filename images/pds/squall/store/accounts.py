@@ -302,7 +302,7 @@ async def list_app_passwords(db: "Database", did: str) -> list[sqlite3.Row]:
     )
 
 
-# -- used by repo --
+# -- read by the repo writer and importRepo --
 
 
 def repo_signing_account(conn: sqlite3.Connection, did: str) -> sqlite3.Row | None:
@@ -331,7 +331,7 @@ async def active_account_did(db: "Database", identifier: str) -> str | None:
             (value,))
     return rows[0][0] if rows else None
 
-# -- used by oauth --
+# -- read by OAuth --
 
 
 def account_takedown_ref(conn: "sqlite3.Connection", did: str) -> "sqlite3.Row | None":
