@@ -25,6 +25,7 @@ class PdsProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    cwd: Path | None = None  # working directory of the server (relative paths in settings)
 
     @property
     def url(self) -> str:
@@ -52,7 +53,7 @@ class PdsProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "squall.cli", "serve", "--host", "127.0.0.1"],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
         )
         log.close()
         try:

@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "BACKUP_* environment variables (see `squall-backup settings`).")
     p.add_argument("--version", action="version", version=f"squall-backup {__version__}")
     p.add_argument("--data-dir", type=Path, help="the PDS data directory (default: $PDS_DATA_DIRECTORY or /data)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="back up on the schedule until SIGTERM")
     sub.add_parser("now", help="take one backup now")
     ls = sub.add_parser("list", help="list good backups")
@@ -55,7 +55,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # no command: the full help rather than a bare usage line
+        parser.print_help()
+        return 2
     if args.command == "keygen":
         from .crypto import generate_identity
         secret, public = generate_identity()

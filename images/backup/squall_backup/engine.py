@@ -95,6 +95,10 @@ class Engine:
         if not self.recipients and any(t.remote for t in self.targets):
             out.append("archives are NOT encrypted and go to a remote target, yet they hold the PDS signing "
                        "keys and secrets: set BACKUP_AGE_RECIPIENTS")
+        if self.recipients and self.settings.verify_after_upload and self.settings.age_identity_file is None:
+            out.append("uploads are NOT verified: archives are encrypted to BACKUP_AGE_RECIPIENTS but no "
+                       "BACKUP_AGE_IDENTITY_FILE is set to decrypt and check them (see `squall-backup keygen` "
+                       "in the README)")
         data = self.data_dir.resolve()
         for t in self.targets:
             if isinstance(t, LocalTarget) and (t.root.resolve() == data or data in t.root.resolve().parents):

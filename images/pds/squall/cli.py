@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, check_directories, load_settings
 from .version import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings, warnings = load_settings()
+        check_directories(settings)
     except ConfigError as exc:
         print(f"squall: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -208,16 +209,27 @@ def _admin_hash_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _help(parser: argparse.ArgumentParser):
+    """The action of a command group given without its subcommand: its full help, exit 2."""
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+    return show
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="squall", description="Squall AT Protocol PDS")
+    parser = argparse.ArgumentParser(prog="squall", description="Squall AT Protocol PDS. Settings come from "
+                                     "PDS_* environment variables (see config/pds.env.example).")
     parser.add_argument("--version", action="version", version=f"squall {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.set_defaults(func=_help(parser))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the PDS (settings from PDS_* environment variables)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve.set_defaults(func=_serve)
 
     account = sub.add_parser("account", help="manage accounts on the running PDS")
-    account_sub = account.add_subparsers(dest="account_command", required=True)
+    account.set_defaults(func=_help(account))
+    account_sub = account.add_subparsers(dest="account_command", metavar="COMMAND")
     create = account_sub.add_parser("create", help="create an account (no invite needed)")
     create.add_argument("email")
     create.add_argument("handle", help="full handle, or a bare name to use the first handle domain")
@@ -244,13 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     takedown.set_defaults(func=_operator(_account_takedown))
 
     invite = sub.add_parser("invite", help="manage invite codes on the running PDS")
-    invite_sub = invite.add_subparsers(dest="invite_command", required=True)
+    invite.set_defaults(func=_help(invite))
+    invite_sub = invite.add_subparsers(dest="invite_command", metavar="COMMAND")
     invite_create = invite_sub.add_parser("create", help="create an invite code and print it")
     invite_create.add_argument("--uses", type=int, default=1, help="how many accounts it may create (default 1)")
     invite_create.set_defaults(func=_operator(_invite_create))
 
     admin = sub.add_parser("admin", help="admin credential tools")
-    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    admin.set_defaults(func=_help(admin))
+    admin_sub = admin.add_subparsers(dest="admin_command", metavar="COMMAND")
     hash_token = admin_sub.add_parser("hash-token", help="generate an admin Bearer token and print its argon2 hash")
     hash_token.add_argument("--stdin", action="store_true", help="hash a token read from standard input instead")
     hash_token.set_defaults(func=_admin_hash_token)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
@@ -42,6 +43,23 @@ IGNORED_REFERENCE_NAMES = frozenset(
         "PDS_DISABLE_SSRF_PROTECTION",
         "PDS_FETCH_MAX_RESPONSE_SIZE",
         "PDS_HOME_URL",
+        # Branding details the sign-in page does not need (it takes PDS_*_COLOR and
+        # PDS_PRIMARY_COLOR_CONTRAST).
+        "PDS_PRIMARY_COLOR_HUE",
+        "PDS_ERROR_COLOR_CONTRAST",
+        "PDS_ERROR_COLOR_HUE",
+        "PDS_WARNING_COLOR_CONTRAST",
+        "PDS_WARNING_COLOR_HUE",
+        "PDS_SUCCESS_COLOR_CONTRAST",
+        "PDS_SUCCESS_COLOR_HUE",
+        # Proxy details: Squall's proxy speaks HTTP/1.1, does not retry and relays what it gets.
+        "PDS_PROXY_ALLOW_HTTP2",
+        "PDS_PROXY_MAX_RETRIES",
+        "PDS_PROXY_PREFER_COMPRESSED",
+        "PDS_BSKY_APP_VIEW_CDN_URL_PATTERN",  # blob URLs come from the AppView, not the PDS
+        "PDS_HANDLE_BACKUP_NAMESERVERS",
+        "PDS_PLC_ROTATION_KEY_KMS_KEY_ID",  # the rotation key lives in <data>/secrets or the env
+        "PDS_REPO_SIGNING_KEY_K256_PRIVATE_KEY_HEX",  # retired by the reference: keys are per account
     }
 )
 
@@ -52,9 +70,56 @@ UNSUPPORTED_REFERENCE_NAMES = MappingProxyType({
     "PDS_EMAIL_FROM_ADDRESS": "Squall does not send e-mail yet",
     "PDS_MODERATION_EMAIL_SMTP_URL": "Squall does not send e-mail yet",
     "PDS_MODERATION_EMAIL_ADDRESS": "Squall does not send e-mail yet",
+    "PDS_HCAPTCHA_SITE_KEY": "Squall has no sign-up captcha (sign-up is by invite, or open)",
+    "PDS_HCAPTCHA_SECRET_KEY": "Squall has no sign-up captcha (sign-up is by invite, or open)",
+    "PDS_HCAPTCHA_TOKEN_SALT": "Squall has no sign-up captcha (sign-up is by invite, or open)",
+    "PDS_ENTRYWAY_URL": "Squall is a standalone PDS, never behind an entryway",
+    "PDS_ENTRYWAY_DID": "Squall is a standalone PDS, never behind an entryway",
+    "PDS_ENTRYWAY_JWT_VERIFY_KEY_K256_PUBLIC_KEY_HEX": "Squall is a standalone PDS, never behind an entryway",
+    "PDS_ENTRYWAY_PLC_ROTATION_KEY": "Squall is a standalone PDS, never behind an entryway",
 })
 
+# Reference names matched by pattern: page background images (the sign-in page has none; its
+# strict CSP loads no outside images but the https logo), and the older PDS_OAUTH_PROVIDER_*
+# branding names (PDS_SERVICE_NAME, PDS_LOGO_URL and PDS_*_COLOR replace them).
+IGNORED_REFERENCE_PATTERNS = (re.compile(r"^PDS_BACKGROUND_[A-Z0-9_]+_URL$"),
+                              re.compile(r"^PDS_OAUTH_PROVIDER_[A-Z0-9_]+$"))
+
+# The reference installer's fixed layout: its volume is mounted at /pds. Paths under it in a
+# brought pds.env mean "in the volume", which is PDS_DATA_DIRECTORY here (/data in the images).
+REFERENCE_DATA_ROOT = PurePosixPath("/pds")
+# Within it, where the reference keeps blobs; Squall keeps them in <data>/blobs (the backup
+# sidecar reads them from there).
+REFERENCE_BLOB_DIRECTORY = REFERENCE_DATA_ROOT / "blocks"
+
+# Defaults of the public profile: the services the reference installer writes into pds.env, so
+# the Bluesky app works against a public PDS with no configuration. An explicit empty value turns
+# one off; the LAN profile has none (app.bsky.* then says which variable to set).
+PUBLIC_PROFILE_DEFAULTS = MappingProxyType({
+    "PDS_BSKY_APP_VIEW_URL": "https://api.bsky.app",
+    "PDS_BSKY_APP_VIEW_DID": "did:web:api.bsky.app",
+    "PDS_BSKY_CHAT_URL": "https://api.bsky.chat",
+    "PDS_BSKY_CHAT_DID": "did:web:api.bsky.chat",
+    "PDS_REPORT_SERVICE_URL": "https://mod.bsky.app",
+    "PDS_REPORT_SERVICE_DID": "did:plc:ar7c4by46qjdydhdevvrndac",
+    "PDS_CRAWLERS": "https://bsky.network",
+})
+
+# The reference's pino LOG_LEVEL values → PDS_LOG_LEVEL.
+_REFERENCE_LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning",
+                         "warning": "warning", "error": "error", "fatal": "critical", "silent": "critical"}
+_HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
 _LOCAL_SUFFIXES = (".local", ".lan", ".home", ".internal", ".localhost", ".test")
+
+
+def is_public_profile(hostname: str, environ: Mapping[str, str]) -> bool:
+    """The public profile: a public host name, unless SQUALL_PROXY_PROFILE forces one (the same
+    choice the proxy's entrypoint makes)."""
+    forced = (environ.get("SQUALL_PROXY_PROFILE") or "auto").strip().lower()
+    if forced in ("public", "lan"):
+        return forced == "public"
+    return not is_local_hostname(hostname)
 
 
 def is_local_hostname(hostname: str) -> bool:
@@ -122,6 +187,35 @@ class Settings(BaseModel):
     report_service_did: str | None = None
     mod_service_url: str | None = None
     mod_service_did: str | None = None
+    # Identity: a did:key of the operator's own, placed first in new did:plc accounts' rotation
+    # keys (above the PDS's key), so the operator can recover an identity without this server.
+    recovery_did_key: str | None = None
+    # The DID cache and resolver, milliseconds (the reference's names and defaults).
+    did_cache_stale_ttl: int = Field(default=3600 * 1000, gt=0)
+    did_cache_max_ttl: int = Field(default=24 * 3600 * 1000, gt=0)
+    id_resolver_timeout: int = Field(default=3000, gt=0)
+    # Service proxying: waiting for the upstream's headers (and between body chunks), the whole
+    # body (milliseconds), and the largest response relayed (bytes).
+    proxy_headers_timeout: int = Field(default=15000, gt=0)
+    proxy_body_timeout: int = Field(default=60000, gt=0)
+    proxy_max_response_size: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Firehose: frames a live subscriber may have waiting before it is cut off as too slow
+    # (default: SQUALL_FIREHOSE_QUEUE_FRAMES, 2000).
+    max_subscription_buffer: int | None = Field(default=None, gt=0)
+    # Account migration into this server
+    accepting_repo_imports: bool = True
+    max_repo_import_size: int = Field(default=1 << 30, gt=0)
+    # OAuth DPoP nonces: HMAC key (64 hex characters). Default: a random key per process.
+    dpop_secret: str | None = None
+    # Branding of the sign-in and consent page
+    service_name: str | None = None
+    logo_url: str | None = None
+    support_url: str | None = None
+    primary_color: str | None = None
+    primary_color_contrast: str | None = None
+    error_color: str | None = None
+    warning_color: str | None = None
+    success_color: str | None = None
     # Server description
     contact_email_address: str | None = None
     privacy_policy_url: str | None = None
@@ -217,16 +311,31 @@ def load_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
             continue
         if name in known:
             continue
-        if name in IGNORED_REFERENCE_NAMES:
-            warnings.append(f"{name} is a reference-PDS setting that Squall does not use; ignored")
+        # A reference name Squall does not honour: one warning line when it has a value (an empty
+        # value means unset, as in the reference's example.env, so nothing is lost).
+        if name in IGNORED_REFERENCE_NAMES or any(p.match(name) for p in IGNORED_REFERENCE_PATTERNS):
+            if env[name] != "":
+                warnings.append(f"{name} is a reference-PDS setting that has no effect in Squall; ignored")
             continue
         if name in UNSUPPORTED_REFERENCE_NAMES:
-            warnings.append(f"{name} ignored: {UNSUPPORTED_REFERENCE_NAMES[name]}")
+            if env[name] != "":
+                warnings.append(f"{name} ignored: {UNSUPPORTED_REFERENCE_NAMES[name]}")
             continue
         raise ConfigError(f"{name}: unknown setting (typo?). Known PDS_* settings: see config/pds.env.example")
     values = {known[name]: value for name, value in env.items() if name in known}
     # Empty values in an env file mean "unset", as in the reference distro's pds.env.
     values = {key: value for key, value in values.items() if value != ""}
+    if "log_level" not in values and env.get("LOG_LEVEL"):
+        # The reference's logger reads LOG_LEVEL (pino's level names).
+        level = _REFERENCE_LOG_LEVELS.get(env["LOG_LEVEL"].strip().lower())
+        if level is None:
+            raise ConfigError(f"LOG_LEVEL: must be one of {', '.join(_REFERENCE_LOG_LEVELS)} (or set PDS_LOG_LEVEL)")
+        values["log_level"] = level
+    if is_public_profile(env.get("PDS_HOSTNAME") or "localhost", env):
+        for name, default in PUBLIC_PROFILE_DEFAULTS.items():
+            if name not in env:  # absent; an explicit empty value turns the service off
+                values.setdefault(known[name], default)
+    _map_reference_paths(env, values, warnings)
     if env.get("PORT"):
         values["port"] = env["PORT"]  # Railway's PORT wins over PDS_PORT
     try:
@@ -238,6 +347,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         raise ConfigError(f"{var}: {err['msg']}") from None
     _check_consistency(settings, env, warnings)
     return settings, warnings
+
+
+def _map_reference_paths(env: Mapping[str, str], values: dict[str, Any], warnings: list[str]) -> None:
+    """Paths of the reference installer's layout (under /pds) → the same place in the volume.
+
+    compose.yaml (and the images) fix PDS_DATA_DIRECTORY to the volume whatever a brought pds.env
+    says; a blob directory under /pds then means the volume too, in Squall's layout."""
+    data = values.get("data_directory")
+    if data is not None and PurePosixPath(str(data)) == REFERENCE_DATA_ROOT and not Path(REFERENCE_DATA_ROOT).is_dir():
+        raise ConfigError("PDS_DATA_DIRECTORY: /pds is the reference installer's volume and does not exist here; "
+                          "set PDS_DATA_DIRECTORY to this server's data volume (/data in the images)")
+    blobs = values.get("blobstore_disk_location")
+    if blobs is None or data is not None and PurePosixPath(str(data)) == REFERENCE_DATA_ROOT:
+        return
+    path = PurePosixPath(str(blobs))
+    if path == REFERENCE_BLOB_DIRECTORY:
+        values.pop("blobstore_disk_location")  # <data>/blobs, the volume's blob directory
+        warnings.append("PDS_BLOBSTORE_DISK_LOCATION=/pds/blocks is the reference installer's layout; "
+                        "blobs are kept in <PDS_DATA_DIRECTORY>/blobs")
+    elif path.is_relative_to(REFERENCE_DATA_ROOT):
+        base = Path(str(data)) if data is not None else Settings.model_fields["data_directory"].default
+        values["blobstore_disk_location"] = base / path.relative_to(REFERENCE_DATA_ROOT)
+        warnings.append(f"PDS_BLOBSTORE_DISK_LOCATION={path} is in the reference installer's volume; "
+                        f"using {values['blobstore_disk_location']} in PDS_DATA_DIRECTORY")
 
 
 def _check_consistency(s: Settings, env: Mapping[str, str], warnings: list[str]) -> None:
@@ -293,5 +426,48 @@ def _check_consistency(s: Settings, env: Mapping[str, str], warnings: list[str])
     for crawler in s.crawlers:
         if not crawler.startswith(("https://", "http://")):
             fail("PDS_CRAWLERS", f"{crawler!r} must be an http(s) URL")
+    if s.recovery_did_key is not None:
+        from .atproto.crypto import PublicKey  # only when set: keeps config import light
+
+        try:
+            if not s.recovery_did_key.startswith("did:key:z"):
+                raise ValueError("not a did:key")
+            PublicKey.from_did_key(s.recovery_did_key)
+        except Exception:
+            fail("PDS_RECOVERY_DID_KEY", "must be a secp256k1 or P-256 did:key (did:key:z…)")
+    if s.did_cache_max_ttl < s.did_cache_stale_ttl:
+        fail("PDS_DID_CACHE_MAX_TTL", "must not be shorter than PDS_DID_CACHE_STALE_TTL")
+    if s.dpop_secret is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", s.dpop_secret.strip()):
+        fail("PDS_DPOP_SECRET", "must be 64 hex characters (32 random bytes: openssl rand -hex 32)")
+    for var in ("PDS_PRIMARY_COLOR", "PDS_PRIMARY_COLOR_CONTRAST", "PDS_ERROR_COLOR", "PDS_WARNING_COLOR",
+                "PDS_SUCCESS_COLOR"):
+        value = getattr(s, var[4:].lower())
+        if value is not None and not _HEX_COLOUR.match(value.strip()):
+            fail(var, f"{value!r} is not a hex colour like #1a4fd6")
+    for var in ("PDS_LOGO_URL", "PDS_SUPPORT_URL"):
+        value = getattr(s, var[4:].lower())
+        if value is not None and (not value.startswith("https://") or any(c in value for c in " \"'<>()")):
+            fail(var, "must be an https URL")
+    if s.service_name is not None and (len(s.service_name) > 100 or not s.service_name.strip()):
+        fail("PDS_SERVICE_NAME", "must be 1 to 100 characters")
     if s.invite_required is False and not is_local_hostname(s.hostname):
         warnings.append("PDS_INVITE_REQUIRED=false: anyone who can reach this server can create an account")
+
+
+def check_directories(s: Settings) -> None:
+    """Create the data (and disk blob) directories and check they are writable, before the server
+    starts: an unusable one is a ConfigError naming its variable, not a traceback from start-up."""
+    dirs = [("PDS_DATA_DIRECTORY", s.data_directory)]
+    if not s.blobstore_s3_bucket:
+        dirs.append(("PDS_BLOBSTORE_DISK_LOCATION" if s.blobstore_disk_location else "PDS_DATA_DIRECTORY",
+                     s.blob_directory))
+    for var, path in dirs:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".squall-write-check-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"{var}: {path} is not a usable directory ({reason}); "
+                              "point it at a writable directory (the volume)") from None

@@ -7,6 +7,7 @@ Registers ``ctx.firehose`` (a :class:`~.service.Firehose`); writers call its
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 from starlette.requests import Request
@@ -37,9 +38,18 @@ def routes(app: Any, get_ctx: Callable[[], Any]) -> None:
     app.add_middleware(CaptureAsgiSend, paths=frozenset({PATH}))
 
 
+def options_for(settings: Any, environ: Any = None) -> FirehoseOptions:
+    """The SQUALL_FIREHOSE_* knobs, with PDS_MAX_SUBSCRIPTION_BUFFER (the reference's name for
+    the per-subscriber queue, in frames) winning over SQUALL_FIREHOSE_QUEUE_FRAMES."""
+    options = FirehoseOptions.from_env(environ)
+    if settings.max_subscription_buffer is not None:
+        options = dataclasses.replace(options, queue_frames=settings.max_subscription_buffer)
+    return options
+
+
 async def start(ctx: Any) -> None:
     s = ctx.settings
-    options = FirehoseOptions.from_env()
+    options = options_for(s)
     crawlers = None
     if s.crawlers:
         from ..net import make_client  # the SSRF-guarded client (dev mode allows loopback)

@@ -107,8 +107,17 @@ class IdentityService:
         self._own_http = http is None
         self.http = http or make_client(OutboundPolicy.from_settings(settings), max_response_bytes=MAX_DID_DOC_BYTES)
         self.plc = plc.PlcClient(settings.did_plc_url, self.http, log=self.log, retry_delay=plc_retry_delay)
-        self.handles = handle_resolver or HandleResolver(self.http, log=self.log)
-        self.dids = DidResolver(db, self.http, self.plc, allow_http=bool(settings.dev_mode), log=self.log)
+        # Resolving other identities waits at most PDS_ID_RESOLVER_TIMEOUT; publishing this
+        # server's own PLC operations keeps the longer default of self.http.
+        resolver_timeout = settings.id_resolver_timeout / 1000
+        self._resolve_http = http or make_client(OutboundPolicy.from_settings(settings),
+                                                 max_response_bytes=MAX_DID_DOC_BYTES, timeout=resolver_timeout)
+        plc_reads = self.plc if http else plc.PlcClient(settings.did_plc_url, self._resolve_http, log=self.log,
+                                                         retry_delay=plc_retry_delay)
+        self.handles = handle_resolver or HandleResolver(self._resolve_http, dns_timeout=resolver_timeout, log=self.log)
+        self.dids = DidResolver(db, self._resolve_http, plc_reads, allow_http=bool(settings.dev_mode), log=self.log,
+                                stale_after=settings.did_cache_stale_ttl / 1000,
+                                max_age=settings.did_cache_max_ttl / 1000)
         self.retry_interval = retry_interval
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -131,6 +140,7 @@ class IdentityService:
             self._task = None
         if self._own_http:
             await self.http.aclose()
+            await self._resolve_http.aclose()
 
     def poke_retry_loop(self) -> None:
         """Run the pending-operation pass now instead of at the next minute."""
@@ -155,8 +165,11 @@ class IdentityService:
 
     @property
     def rotation_keys(self) -> list[str]:
-        """The rotation keys a new did:plc gets: the PDS key (first, and only)."""
-        return [self.rotation_key.did_key()]
+        """The rotation keys a new did:plc gets: the operator's PDS_RECOVERY_DID_KEY first (it wins
+        over the PDS's key within the recovery window), then the PDS's own key."""
+        recovery = getattr(self.settings, "recovery_did_key", None)
+        own = self.rotation_key.did_key()
+        return [recovery, own] if recovery and recovery != own else [own]
 
     def did_document(self, did: str, handle: str | None, signing_key: PublicKey) -> dict[str, Any]:
         """The DID document of a local account as this PDS states it."""

@@ -88,8 +88,9 @@ class ReplayCache:
 
 
 class DpopChecker:
-    def __init__(self, *, clock=time.time, replay_cache_size: int = REPLAY_CACHE_SIZE):
-        self._key = secrets.token_bytes(32)
+    def __init__(self, *, clock=time.time, replay_cache_size: int = REPLAY_CACHE_SIZE, secret: bytes | None = None):
+        # PDS_DPOP_SECRET makes nonces survive restarts (and agree between processes).
+        self._key = secret or secrets.token_bytes(32)
         self._clock = clock
         self._replays = ReplayCache(replay_cache_size)
 

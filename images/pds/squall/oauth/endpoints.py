@@ -178,9 +178,12 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
         nonce = secrets.token_urlsafe(16)
         if not templates:
             templates.append(_templates())
-        html = templates[0].get_template(name).render(style_nonce=nonce, **values)
+        brand = branding(get_ctx().settings)
+        values.setdefault("server", urlsplit(provider().issuer).netloc)
+        html = templates[0].get_template(name).render(style_nonce=nonce, brand=brand, **values)
         actions = "'self'" + (f" {form_action}" if form_action else "")
-        csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; form-action {actions}; "
+        images = "'self'" + (f" {_origin(brand['logo_url'])}" if brand["logo_url"] else "")
+        csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; img-src {images}; form-action {actions}; "
                "frame-ancestors 'none'; base-uri 'none'")
         response = HTMLResponse(html, status_code=status, headers={
             "Content-Security-Policy": csp, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
@@ -259,6 +262,19 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
         except OAuthError as err:
             return error_page(err.description)
         return _redirect(params, {"code": code, "state": params["state"], "iss": p.issuer})
+
+
+def branding(settings: Any) -> dict[str, Any]:
+    """The operator's branding for the sign-in pages (PDS_SERVICE_NAME, PDS_LOGO_URL,
+    PDS_SUPPORT_URL, PDS_*_COLOR). squall.config has validated every value: colours are hex, the
+    logo and support URLs https, so they can go into the style block and the CSP as they are."""
+    return {
+        "name": settings.service_name,
+        "logo_url": settings.logo_url,
+        "support_url": settings.support_url,
+        "colors": {key: getattr(settings, f"{key}_color") for key in ("primary", "error", "warning", "success")},
+        "primary_contrast": settings.primary_color_contrast,
+    }
 
 
 def _origin(url: str) -> str:

@@ -63,7 +63,8 @@ class OAuthProvider:
         self.settings = settings
         self.db = db
         self.clients = ClientStore(settings)
-        self.dpop = DpopChecker()
+        dpop_secret = getattr(settings, "dpop_secret", None)
+        self.dpop = DpopChecker(secret=bytes.fromhex(dpop_secret.strip()) if dpop_secret else None)
         self.tokens = AccessTokens(jwt_secret, issuer=self.issuer, audience=settings.service_did)
         self._assertions = ReplayCache(10_000)
         self._login = LoginChecker(db, hasher)

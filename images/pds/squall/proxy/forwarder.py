@@ -73,6 +73,13 @@ class ProxyLimits:
     # A response without a declared length is read ahead this far before anything is sent.
     buffer_bytes: int = 1024 * 1024
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ProxyLimits":
+        """PDS_PROXY_HEADERS_TIMEOUT, PDS_PROXY_BODY_TIMEOUT (ms) and PDS_PROXY_MAX_RESPONSE_SIZE."""
+        return cls(read_timeout=settings.proxy_headers_timeout / 1000,
+                   total_timeout=settings.proxy_body_timeout / 1000,
+                   max_response_bytes=settings.proxy_max_response_size)
+
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     """One client serves every user: a cookie an upstream sets for one must never ride along on

@@ -74,8 +74,10 @@ async def import_repo_handler(req: XrpcRequest) -> dict[str, Any] | None:
     ctype = req.http.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != CAR_MIME:
         raise InvalidRequest(f"Wrong request encoding (Content-Type): expected {CAR_MIME}")
-    check_declared_length(req.http, MAX_IMPORT_BYTES,
-                          f"Repository CAR exceeds the import limit of {MAX_IMPORT_BYTES} bytes")
+    if not ctx.settings.accepting_repo_imports:  # PDS_ACCEPTING_REPO_IMPORTS=false
+        raise InvalidRequest("Service is not accepting repo imports")
+    limit = min(MAX_IMPORT_BYTES, ctx.settings.max_repo_import_size)  # PDS_MAX_REPO_IMPORT_SIZE
+    check_declared_length(req.http, limit, f"Repository CAR exceeds the import limit of {limit} bytes")
     account = await get_by_did(ctx.db, req.did)
     if account is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
@@ -94,7 +96,7 @@ async def import_repo_handler(req: XrpcRequest) -> dict[str, Any] | None:
     async def keys() -> list[PublicKey]:
         return await _commit_keys(req, own_key)
 
-    await import_repo(ctx, req.did, body(), keys)
+    await import_repo(ctx, req.did, body(), keys, max_bytes=limit)
     return None
 
 

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..atproto import syntax
-from ..proxy import ProxyService, is_privileged, is_protected
-from ..proxy.target import Target
-from .errors import InvalidRequest
+from ..proxy import ProxyLimits, ProxyService, is_privileged, is_protected
+from ..proxy.target import Target, default_role
+from .errors import InvalidRequest, MethodNotImplemented
 from .registry import Auth, Method
 from .request import XrpcRequest
 
@@ -37,7 +37,8 @@ MAX_METHODLESS_TTL = 60  # … and at most a minute when it is not bound to a me
 
 
 async def start(ctx: "AppContext") -> None:
-    ctx.proxy = ProxyService(ctx.settings, ctx.db, ctx.identity, log=ctx.log)
+    ctx.proxy = ProxyService(ctx.settings, ctx.db, ctx.identity, log=ctx.log,
+                             limits=ProxyLimits.from_settings(ctx.settings))
 
 
 async def stop(ctx: "AppContext") -> None:
@@ -81,6 +82,11 @@ async def forward_if_other_appview(req: XrpcRequest, nsid: str, *, body: bytes |
     return await forward(req.ctx, req.http, nsid, req.auth, target, body=body, body_headers=body_headers)
 
 
+# The variable that configures each service role, named when a call for it finds none.
+UNSET_SERVICE_VARIABLE = {"appview": "PDS_BSKY_APP_VIEW_URL", "chat": "PDS_BSKY_CHAT_URL",
+                          "report": "PDS_REPORT_SERVICE_URL", "mod": "PDS_MOD_SERVICE_URL"}
+
+
 async def fallback(ctx: "AppContext", request: Request, nsid: str) -> Response | None:
     if request.method not in ("GET", "HEAD", "POST"):
         raise InvalidRequest("XRPC requests only supports GET and POST")
@@ -90,6 +96,10 @@ async def fallback(ctx: "AppContext", request: Request, nsid: str) -> Response |
     header = _proxy_header(request)
     target = proxy.targets.default(nsid) if header is None else None
     if header is None and target is None:
+        variable = UNSET_SERVICE_VARIABLE.get(default_role(nsid) or "")
+        if variable is not None:  # a service's namespace, but the service is not configured
+            raise MethodNotImplemented(f"{nsid} is answered by a service this PDS is not configured with: "
+                                       f"set {variable} and {variable[:-4]}_DID")
         return None  # nobody to ask: MethodNotImplemented
     # Authenticate before resolving anything a header names: an anonymous caller must not be able
     # to make this server fetch DID documents.
