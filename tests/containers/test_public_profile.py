@@ -45,7 +45,14 @@ def _tls_check_requests(stack: Stack) -> list[dict]:
 
 def test_unknown_names_get_no_certificate(engine: Engine, images, container_workdir):
     https_port, http_port = free_port(), free_port()
-    stack = Stack(engine, overrides=[], workdir=container_workdir, env={
+    # A public host name turns on the reference installer's AppView, chat, report service and
+    # crawler defaults; a test may only reach loopback and its own containers, so they are off here.
+    offline = container_workdir / "public-offline.override.yaml"
+    offline.write_text("services:\n  pds:\n    environment:\n" + "".join(
+        f'      {name}: ""\n' for name in ("PDS_CRAWLERS", "PDS_BSKY_APP_VIEW_URL", "PDS_BSKY_APP_VIEW_DID",
+                                          "PDS_BSKY_CHAT_URL", "PDS_BSKY_CHAT_DID", "PDS_REPORT_SERVICE_URL",
+                                          "PDS_REPORT_SERVICE_DID")))
+    stack = Stack(engine, overrides=[offline], workdir=container_workdir, env={
         "PDS_HOSTNAME": "pds.example.com", "ACME_EMAIL": "ops@example.com",
         "SQUALL_HTTPS_PUBLISH": f"127.0.0.1:{https_port}", "SQUALL_HTTP_PUBLISH": f"127.0.0.1:{http_port}"})
     try:
