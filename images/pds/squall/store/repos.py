@@ -18,3 +18,30 @@ async def newest_rev(db: "Database") -> str | None:
     """The highest repo rev stored (the TID clock starts above it)."""
     row = await db.fetchone("SELECT MAX(rev) AS rev FROM repo_root")
     return row["rev"] if row is not None and row["rev"] else None
+
+
+# -- used by read-after-write --
+
+
+async def records_since_rev(db: "Database", did: str, collections: tuple[str, ...], rev: str, *,
+                            limit: int) -> list[dict]:
+    """The current records of ``did`` in ``collections`` written by a commit after ``rev``, newest
+    first, at most ``limit``: {collection, rkey, cid, rev, indexed_at}. Records taken down by the
+    admin are left out."""
+    if not collections:
+        return []
+    marks = ",".join("?" * len(collections))
+    rows = await db.fetchall(
+        "SELECT collection, rkey, cid, repo_rev, indexed_at FROM record "
+        f"WHERE did = ? AND repo_rev > ? AND collection IN ({marks}) AND takedown_ref IS NULL "
+        "ORDER BY repo_rev DESC, rkey DESC LIMIT ?",
+        (did, rev, *collections, limit))
+    return [{"collection": r["collection"], "rkey": r["rkey"], "cid": r["cid"], "rev": r["repo_rev"],
+             "indexed_at": r["indexed_at"]} for r in rows]
+
+
+async def has_record_at_or_before_rev(db: "Database", did: str, rev: str) -> bool:
+    """Whether any current record of ``did`` was written at or before ``rev`` (a rev older than
+    all of them, e.g. an AppView that knew the repo before a migration, is not comparable)."""
+    row = await db.fetchone("SELECT 1 FROM record WHERE did = ? AND repo_rev <= ? LIMIT 1", (did, rev))
+    return row is not None
