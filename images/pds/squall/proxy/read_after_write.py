@@ -18,7 +18,7 @@ newer ``app.bsky.feed.post`` / ``app.bsky.actor.profile`` records here (at most
 
 The rewritten answer carries ``Atproto-Upstream-Lag`` (milliseconds since the oldest newer local
 record). An answer is left untouched when the AppView is current, when the caller has nothing
-newer, when the rev is older than every local record (not comparable, e.g. after a migration) or
+newer, when the rev is older than the account here (not comparable: it came from the previous PDS) or
 when the body is not the expected shape. Every view built here is checked against the app.bsky
 view lexicons before it is used; one that does not validate is left out.
 
@@ -38,6 +38,7 @@ from urllib.parse import quote
 import httpx
 
 from ..accounts.store import get_by_did
+from ..atproto.tid import is_valid_tid, tid_timestamp
 from ..atproto.lexicon import Lexicons, LexiconNotFoundError, LexiconSchemaError, LexiconValidationError
 from ..errors import UpstreamError
 from ..repo import reader
@@ -47,6 +48,7 @@ POST = "app.bsky.feed.post"
 PROFILE = "app.bsky.actor.profile"
 MAX_LOCAL_RECORDS = 10  # as the reference: a bounded look at what the AppView has not seen yet
 MAX_GET_POSTS = 25
+CLOCK_SLACK = 1.0  # seconds between an account's first rev and its created_at
 
 TIMELINE = "app.bsky.feed.getTimeline"
 AUTHOR_FEED = "app.bsky.feed.getAuthorFeed"
@@ -137,8 +139,15 @@ class ReadAfterWrite:
     # -- what the AppView has not seen ------------------------------------------------------------
 
     async def local_since(self, did: str, rev: str) -> LocalRecords | None:
+        if not is_valid_tid(rev):
+            return None
         rows = await repos_store.records_since_rev(self.db, did, (POST, PROFILE), rev, limit=MAX_LOCAL_RECORDS)
-        if not rows or not await repos_store.has_record_at_or_before_rev(self.db, did, rev):
+        if not rows:
+            return None
+        account = await get_by_did(self.db, did)
+        # A rev from before the account lived here (the AppView saw it on its previous PDS) says
+        # nothing about what of this repo it has indexed.
+        if account is None or tid_timestamp(rev) / 1e6 < _parse_time(account.created_at) - CLOCK_SLACK:
             return None
         local = LocalRecords()
         for row in reversed(rows):  # oldest first: a reply to a newer reply finds its parent inserted

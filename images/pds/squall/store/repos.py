@@ -39,9 +39,3 @@ async def records_since_rev(db: "Database", did: str, collections: tuple[str, ..
     return [{"collection": r["collection"], "rkey": r["rkey"], "cid": r["cid"], "rev": r["repo_rev"],
              "indexed_at": r["indexed_at"]} for r in rows]
 
-
-async def has_record_at_or_before_rev(db: "Database", did: str, rev: str) -> bool:
-    """Whether any current record of ``did`` was written at or before ``rev`` (a rev older than
-    all of them, e.g. an AppView that knew the repo before a migration, is not comparable)."""
-    row = await db.fetchone("SELECT 1 FROM record WHERE did = ? AND repo_rev <= ? LIMIT 1", (did, rev))
-    return row is not None
