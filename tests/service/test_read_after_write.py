@@ -378,3 +378,15 @@ def test_unexpected_shape_or_no_rev_is_left_untouched(world, c, user):
     world["appview"].on("app.bsky.feed.getTimeline", serve({"feed": []}, before))
     r = c.get("/xrpc/app.bsky.feed.getTimeline", headers=user["headers"])
     assert r.status_code == 200 and r.json() == {"feed": []} and "atproto-upstream-lag" not in r.headers
+
+
+@pytest.mark.parametrize("value", ["cdn.example.com/%s/%s/%s", "https://cdn.example.com/img/%s/%s",
+                                   "https://cdn.example.com/img/%s/%s/%s/%s"])
+def test_bad_cdn_pattern_stops_the_start_naming_the_variable(value):
+    from squall.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as info:
+        load_settings({"PDS_BSKY_APP_VIEW_CDN_URL_PATTERN": value})
+    assert str(info.value).startswith("PDS_BSKY_APP_VIEW_CDN_URL_PATTERN:") and "\n" not in str(info.value)
+    settings, _ = load_settings({"PDS_BSKY_APP_VIEW_CDN_URL_PATTERN": CDN})
+    assert settings.bsky_app_view_cdn_url_pattern == CDN
