@@ -12,6 +12,7 @@ import json
 import os
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 from starlette.responses import JSONResponse, Response
 
@@ -390,3 +391,31 @@ def test_bad_cdn_pattern_stops_the_start_naming_the_variable(value):
     assert str(info.value).startswith("PDS_BSKY_APP_VIEW_CDN_URL_PATTERN:") and "\n" not in str(info.value)
     settings, _ = load_settings({"PDS_BSKY_APP_VIEW_CDN_URL_PATTERN": CDN})
     assert settings.bsky_app_view_cdn_url_pattern == CDN
+
+
+def test_compressed_answers(world, c, user):
+    import gzip
+
+    first = post(c, user, "indexed")
+    newer = post(c, user, "newer")
+    body = json.dumps({"feed": [{"post": own_post_view(user, first, "indexed")}]}).encode()
+
+    def compressed(encoding: str, data: bytes):
+        async def handler(request, record):
+            return Response(data, media_type="application/json",
+                            headers={"atproto-repo-rev": first["commit"]["rev"], "content-encoding": encoding})
+        return handler
+
+    # gzip is read and rewritten (and sent back plain)
+    world["appview"].on("app.bsky.feed.getTimeline", compressed("gzip", gzip.compress(body)))
+    r = c.get("/xrpc/app.bsky.feed.getTimeline", headers={**user["headers"], "accept-encoding": "gzip"})
+    assert r.status_code == 200, r.text
+    assert [item["post"]["uri"] for item in r.json()["feed"]] == [newer["uri"], first["uri"]]
+    # an encoding this PDS does not decode is relayed untouched, with its header
+    opaque = b"\x00opaque-bytes"
+    world["appview"].on("app.bsky.feed.getTimeline", compressed("zz-unknown", opaque))
+    with httpx.Client(base_url=world["pds"].url) as raw_client:
+        r = raw_client.get("/xrpc/app.bsky.feed.getTimeline",
+                           headers={**user["headers"], "accept-encoding": "zz-unknown"})
+        assert r.headers["content-encoding"] == "zz-unknown" and r.read() == opaque
+    assert "atproto-upstream-lag" not in r.headers

@@ -49,6 +49,7 @@ RESPONSE_HEADERS = ("atproto-repo-rev", "atproto-content-labelers", "retry-after
 MAX_ERROR_BODY = 64 * 1024  # an error envelope is small; more is not read, let alone parsed
 # An answer read-after-write may rewrite is buffered (decoded) up to this; a larger one streams as is.
 MAX_REWRITE_BYTES = 4 * 1024 * 1024
+REWRITABLE_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")  # others are relayed as they came
 
 # read-after-write: given a 200 answer's headers, None (stream it) or a Munge for its JSON body;
 # a Munge returns None (leave the body alone) or (new body, extra response headers).
@@ -306,7 +307,9 @@ class Forwarder:
         headers = response_headers(upstream.headers, content=False)
         ctype = upstream.headers.get("content-type") or "application/json"
         declared = upstream.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_REWRITE_BYTES:
+        encoding = (upstream.headers.get("content-encoding") or "identity").strip().lower()
+        if (declared is not None and declared.isdigit() and int(declared) > MAX_REWRITE_BYTES) \
+                or encoding not in REWRITABLE_ENCODINGS:
             return StreamingResponse(self._relay(upstream, aiter(upstream.aiter_raw()), nsid),
                                      status_code=200, headers=response_headers(upstream.headers))
         chunks = aiter(upstream.aiter_bytes())
