@@ -10,7 +10,10 @@ A proxied call, in order: only GET, HEAD and POST; protected (account-management
 refused outright; a method with neither an ``atproto-proxy`` header nor a configured default
 service stays MethodNotImplemented; the caller must hold an access token, and a privileged
 method (chat) needs a full session or a privileged app password; then the target is resolved
-and the call forwarded with a 60-second service token bound to the method.
+and the call forwarded with a 60-second service token bound to the method. Exceptions, as the
+reference: a taken-down session may call ``createReport``; ``getFeed`` signs for the feed
+generator; ``registerPush`` / ``unregisterPush`` go to the body's ``serviceDid``; the
+read-after-write methods may have their answer rewritten (``squall.proxy.read_after_write``).
 """
 
 from __future__ import annotations
