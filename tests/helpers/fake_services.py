@@ -95,6 +95,8 @@ class FakeService:
     did: str | None = None
     received: list[Received] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # nsid → (accepted audiences or None for "not checked", accepted lxm values); see expect_token
+    token_rules: dict[str, tuple[frozenset[str] | None, frozenset[str]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadedServer | None = None
 
@@ -108,6 +110,13 @@ class FakeService:
         """Answer ``nsid`` with ``handler`` (after the JWT was accepted)."""
         with self._lock:
             self.handlers[nsid] = handler
+
+    def expect_token(self, nsid: str, *, aud: set[str] | None, lxm: set[str]) -> None:
+        """Accept tokens for ``nsid`` with another audience / method than its own DID and ``nsid``
+        (as the AppView's getFeed, which takes the token the PDS minted for a feed generator:
+        audience not checked, ``lxm`` getFeedSkeleton or getFeed). Survives ``reset``."""
+        with self._lock:
+            self.token_rules[nsid] = (frozenset(aud) if aud is not None else None, frozenset(lxm))
 
     def reset(self) -> None:
         with self._lock:
@@ -153,10 +162,12 @@ class FakeService:
             raise JwtRefused(f"bad iat: {claims.get('iat')}")
         if claims["exp"] - claims["iat"] > MAX_PROXY_TOKEN_TTL:
             raise JwtRefused(f"token lives {claims['exp'] - claims['iat']} s, more than {MAX_PROXY_TOKEN_TTL}")
-        if claims.get("aud") != self.did:
-            raise JwtRefused(f"aud {claims.get('aud')!r} is not {self.did!r}")
-        if claims.get("lxm") != nsid:
-            raise JwtRefused(f"lxm {claims.get('lxm')!r} is not {nsid!r}")
+        with self._lock:
+            auds, lxms = self.token_rules.get(nsid, (frozenset({self.did}), frozenset({nsid})))
+        if auds is not None and claims.get("aud") not in auds:
+            raise JwtRefused(f"aud {claims.get('aud')!r} is not {sorted(auds)!r}")
+        if claims.get("lxm") not in lxms:
+            raise JwtRefused(f"lxm {claims.get('lxm')!r} is not one of {sorted(lxms)!r}")
         if not isinstance(claims.get("jti"), str) or len(claims["jti"]) < 16:
             raise JwtRefused("missing or short jti")
         key = await self._issuer_key(claims.get("iss", ""))
@@ -212,6 +223,45 @@ def start_service(plc: PlcDirectoryDouble, name: str, service_id: str, service_t
     service = FakeService(name, plc.url).start()
     service.did = register_service_did(plc, {service_id: (service_type, service.url)})
     return service
+
+
+def start_feed_generator(plc: PlcDirectoryDouble) -> FakeService:
+    """A feed generator (``#bsky_fg``): the AppView calls its getFeedSkeleton with the user's token,
+    which must name it as ``aud`` and getFeedSkeleton as ``lxm`` (the default check)."""
+    return start_service(plc, "feedgen", "bsky_fg", "BskyFeedGenerator")
+
+
+def start_notification_service(plc: PlcDirectoryDouble) -> FakeService:
+    """A push notification service (``#bsky_notif``) other than the AppView."""
+    return start_service(plc, "notif", "bsky_notif", "BskyNotificationService")
+
+
+async def service_endpoint(plc_url: str, did: str, service_id: str) -> str:
+    async with httpx.AsyncClient(timeout=5) as client:
+        doc = (await client.get(f"{plc_url}/{did}")).json()
+    for entry in doc.get("service", []):
+        if entry.get("id") in (f"#{service_id}", f"{did}#{service_id}"):
+            return entry["serviceEndpoint"]
+    raise LookupError(f"{did} has no #{service_id}")
+
+
+def appview_get_feed(plc_url: str, hydrate: Callable[[str], dict]) -> Handler:
+    """The AppView's getFeed as the real one does it: find the generator's DID (the test's
+    getFeedGenerator answer), resolve its ``#bsky_fg`` endpoint and call getFeedSkeleton with the
+    Authorization the PDS sent, then hydrate the skeleton's post URIs with ``hydrate``."""
+
+    async def handler(request: Request, record: Received) -> Response:
+        generator = record.claims["aud"]
+        origin = await service_endpoint(plc_url, generator, "bsky_fg")
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(f"{origin}/xrpc/app.bsky.feed.getFeedSkeleton",
+                                 params={"feed": request.query_params["feed"]},
+                                 headers={"authorization": request.headers["authorization"]})
+        if r.status_code != 200:
+            return JSONResponse({"error": "UnknownFeed", "message": r.text}, status_code=400)
+        return JSONResponse({"feed": [{"post": hydrate(item["post"])} for item in r.json()["feed"]]})
+
+    return handler
 
 
 # -- canned answers --------------------------------------------------------------------------------

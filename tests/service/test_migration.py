@@ -586,3 +586,29 @@ def test_a_signed_operation_with_the_current_values_is_accepted_by_the_directory
     doc = fetch_did_doc(did, plc_url=plc.url)
     assert doc["alsoKnownAs"] == [f"at://{user['handle']}"]
     assert doc["service"][0]["serviceEndpoint"] == f"http://localhost:{old.port}"
+
+
+# -- reserveSigningKey (issue #19) -------------------------------------------------------------------------
+
+
+def test_reserved_signing_key_is_the_key_of_the_migrated_account(old, new, plc):
+    user = signup(old, "reserver")
+    with new.client() as c:
+        r = c.post("/xrpc/com.atproto.server.reserveSigningKey", json={"did": user["did"]})
+        assert r.status_code == 200, r.text
+        reserved = r.json()["signingKey"]
+        r = migrate_create(new, user, service_auth(old, user))
+        assert r.status_code == 200, r.text
+        access = bearer(r.json()["accessJwt"])
+        r = c.get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", headers=access)
+        assert r.status_code == 200, r.text
+        assert r.json()["verificationMethods"]["atproto"] == reserved
+        # the reservation was used up with the account
+        assert db_rows(new, "SELECT key_did FROM reserved_signing_key WHERE did = ?", (user["did"],)) == []
+    # an account migrating without a reservation gets a fresh key
+    other = signup(old, "unreserved")
+    r = migrate_create(new, other, service_auth(old, other))
+    assert r.status_code == 200, r.text
+    with new.client() as c:
+        r = c.get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", headers=bearer(r.json()["accessJwt"]))
+        assert r.json()["verificationMethods"]["atproto"] not in (reserved, None)

@@ -45,7 +45,7 @@ def feature_modules() -> list[ModuleType]:
     """The feature modules in start order (stopped in reverse). Imported here, not at module level,
     so importing squall.app stays light."""
     from . import firehose, identity, oauth, ratelimit, repo
-    from .xrpc import admin, blobs, migration, preferences, proxy, server, sync
+    from .xrpc import admin, blobs, migration, preferences, proxy, server, sync, temp
     from .xrpc import identity as identity_xrpc
     from .xrpc import repo as repo_xrpc
 
@@ -56,6 +56,7 @@ def feature_modules() -> list[ModuleType]:
         identity_xrpc,  # com.atproto.identity and the well-known routes
         blobs,
         server,  # com.atproto.server: accounts, sessions, app passwords, invites
+        temp,  # com.atproto.temp.checkSignupQueue
         repo,  # the repo service (writer, reader)
         repo_xrpc,  # com.atproto.repo
         sync,  # com.atproto.sync reads

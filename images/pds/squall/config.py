@@ -181,6 +181,7 @@ class Settings(BaseModel):
     repo_backfill_limit_ms: int = Field(default=7 * 24 * 3600 * 1000, gt=0)
     bsky_app_view_url: str | None = None
     bsky_app_view_did: str | None = None
+    bsky_app_view_cdn_url_pattern: str | None = None  # read-after-write image URLs: %s kind, DID, CID
     bsky_chat_url: str | None = None
     bsky_chat_did: str | None = None
     report_service_url: str | None = None
@@ -404,6 +405,9 @@ def _check_consistency(s: Settings, env: Mapping[str, str], warnings: list[str])
             fail(did_var if url else url_var, f"{url_var} and {did_var} must be set together")
         if did and not syntax.is_valid_did(did):
             fail(did_var, f"{did!r} is not a DID")
+    cdn = s.bsky_app_view_cdn_url_pattern
+    if cdn is not None and (not cdn.startswith(("https://", "http://")) or cdn.count("%s") != 3):
+        fail("PDS_BSKY_APP_VIEW_CDN_URL_PATTERN", "must be an http(s) URL with three %s (kind, DID, CID)")
     if s.blobstore_s3_bucket and env.get("PDS_BLOBSTORE_DISK_LOCATION"):
         fail("PDS_BLOBSTORE_S3_BUCKET", "set either PDS_BLOBSTORE_S3_BUCKET or PDS_BLOBSTORE_DISK_LOCATION, not both")
     if s.blobstore_s3_bucket and not (s.blobstore_s3_access_key_id and s.blobstore_s3_secret_access_key):

@@ -36,7 +36,7 @@ from ..auth.service_jwt import ServiceJwtError, verify_service_jwt
 from ..identity import plc
 from ..store.sequencer import now_iso
 from ..errors import AuthRequired, InvalidRequest, UpstreamFailure
-from . import events, invites, operator_tokens
+from . import events, invites, operator_tokens, signing_keys
 from .repo_init import build_initial_repo, store_initial_repo
 from .sessions import mint, store_refresh_token
 from .signup import NewAccount, SignupInput, check_available, check_signup_input
@@ -121,7 +121,8 @@ async def create_migrated_account(ctx: "AppContext", data: SignupInput, did: str
         raise InvalidRequest(f"Could not resolve DID document for {did}", "UnresolvableDid")
 
     password_hash = await hash_password(ctx.hasher, data.password)
-    keypair = Secp256k1Keypair.generate()
+    # the key reserved for this DID by reserveSigningKey, if the user asked for one
+    keypair = await signing_keys.reserved_keypair(ctx.db, did) or Secp256k1Keypair.generate()
     repo = build_initial_repo(did, keypair, ctx.tid_clock.next_tid())
     session, jti, exp = mint(ctx.issuer, did, None)
 
@@ -144,6 +145,7 @@ async def create_migrated_account(ctx: "AppContext", data: SignupInput, did: str
             invites.record_use(conn, invite_code, did, now)
         store_initial_repo(conn, did, repo, now)
         store_refresh_token(conn, jti, did, None, exp)
+        signing_keys.release(conn, did)
 
     await ctx.db.write(store)
     ctx.log.info("account created for migration (deactivated)", extra={"did": did, "handle": handle})

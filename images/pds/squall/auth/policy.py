@@ -13,6 +13,8 @@ class Auth(enum.Enum):
     NONE = "none"  # public
     OPTIONAL = "optional"  # a valid access token is used when present; a bad one is refused
     ACCESS = "access"  # any access token: full session or app password
+    # … or a taken-down account's session (appeals: createReport, getPreferences)
+    ACCESS_OR_TAKENDOWN = "access_or_takendown"
     PRIVILEGED = "privileged"  # full session or privileged app password
     FULL = "full"  # full session only (no app password)
     REFRESH = "refresh"  # refresh token

@@ -27,6 +27,7 @@ from .tokens import (
     SCOPE_ACCESS,
     SCOPE_APP_PASS_PRIVILEGED,
     SCOPE_REFRESH,
+    SCOPE_TAKENDOWN,
     TokenError,
     TokenIssuer,
 )
@@ -112,6 +113,8 @@ class AuthVerifier:
             return AuthResult(did=claims.did, scope=claims.scope, refresh_jti=claims.jti, token_exp=claims.exp)
 
         claims = self._decode(value, "at+jwt")
+        if policy is Auth.ACCESS_OR_TAKENDOWN and claims.scope == SCOPE_TAKENDOWN:
+            return AuthResult(did=claims.did, scope=claims.scope, token_exp=claims.exp)
         if claims.scope not in ACCESS_SCOPES:
             raise InvalidRequest("Bad token scope", "InvalidToken")
         return self._apply_policy(policy, AuthResult(did=claims.did, scope=claims.scope, token_exp=claims.exp))

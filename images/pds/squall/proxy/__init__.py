@@ -8,6 +8,8 @@ signed by the user's repo key in place of the user's own credentials.
 * ``methods``: the protected (never proxied) and privileged (no plain app passwords) methods;
 * ``target``: the ``atproto-proxy`` header and the configured defaults → a service origin;
 * ``forwarder``: header allow-lists, streaming with size and time limits, upstream error mapping;
+* ``read_after_write``: the caller's newer posts and profile merged into the AppView's answers;
+* ``bsky``: the app.bsky calls with another token than the plain one (custom feeds, push);
 * ``service``: ``ProxyService``, attached as ``ctx.proxy``.
 
 The XRPC side (the catch-all and ``com.atproto.server.getServiceAuth``) is ``squall.xrpc.proxy``.

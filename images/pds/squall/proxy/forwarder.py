@@ -32,7 +32,7 @@ import json
 import logging
 import zlib
 from dataclasses import dataclass
-from typing import Any, AsyncIterable, AsyncIterator, Mapping
+from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 from starlette.responses import Response, StreamingResponse
@@ -47,6 +47,14 @@ RESPONSE_HEADERS = ("atproto-repo-rev", "atproto-content-labelers", "retry-after
                     "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy")
 
 MAX_ERROR_BODY = 64 * 1024  # an error envelope is small; more is not read, let alone parsed
+# An answer read-after-write may rewrite is buffered (decoded) up to this; a larger one streams as is.
+MAX_REWRITE_BYTES = 4 * 1024 * 1024
+REWRITABLE_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")  # others are relayed as they came
+
+# read-after-write: given a 200 answer's headers, None (stream it) or a Munge for its JSON body;
+# a Munge returns None (leave the body alone) or (new body, extra response headers).
+Munge = Callable[[Any], Awaitable["tuple[Any, dict[str, str]] | None"]]
+Rewrite = Callable[[httpx.Headers], Awaitable["Munge | None"]]
 
 # Default XRPC error names by status, for upstream errors that carry no envelope.
 _STATUS_NAMES = {
@@ -174,12 +182,14 @@ class Forwarder:
 
     async def forward(self, *, method: str, origin: str, nsid: str, query: str, incoming: Mapping[str, str],
                       authorization: str | None, body: AsyncIterable[bytes] | bytes | None = None,
-                      body_headers: Mapping[str, str] | None = None) -> Response:
+                      body_headers: Mapping[str, str] | None = None, rewrite: "Rewrite | None" = None) -> Response:
         """Send ``method /xrpc/<nsid>?<query>`` to ``origin`` and relay the answer.
 
         ``incoming`` are the client's request headers (only the allow-list is read). A streamed
         ``body`` keeps the client's content headers; a bytes ``body`` is sent with
-        ``body_headers`` (the caller re-encoded it).
+        ``body_headers`` (the caller re-encoded it). ``rewrite`` (read-after-write) sees the
+        headers of a 200 answer and may ask for its JSON body, to be rewritten; every other
+        answer streams as usual.
         """
         url = f"{origin}/xrpc/{nsid}" + (f"?{query}" if query else "")
         streamed = body is not None and not isinstance(body, (bytes, bytearray))
@@ -209,6 +219,14 @@ class Forwarder:
 
         if upstream.status_code >= 400:
             raise await self._error(upstream)
+        if rewrite is not None and upstream.status_code == 200:
+            try:
+                munge = await rewrite(upstream.headers)
+            except BaseException:
+                await upstream.aclose()
+                raise
+            if munge is not None:
+                return await self._rewritten(upstream, nsid, origin, munge)
         headers = response_headers(upstream.headers)
         if "content-length" in headers:
             # The length travels with the response, so a body cut short is detectable downstream.
@@ -287,3 +305,84 @@ class Forwarder:
             raise UpstreamStreamError(f"upstream response for {nsid} failed midway: {exc}") from None
         finally:
             await upstream.aclose()
+
+    # -- read-after-write: a bounded, buffered JSON answer ----------------------------------------
+
+    async def _rewritten(self, upstream: httpx.Response, nsid: str, origin: str, munge: "Munge") -> Response:
+        """Read the (decoded) body up to ``MAX_REWRITE_BYTES`` and let ``munge`` rewrite it. A body
+        that is larger, not JSON, or that ``munge`` leaves alone goes back as it came (decoded)."""
+        headers = response_headers(upstream.headers, content=False)
+        ctype = upstream.headers.get("content-type") or "application/json"
+        declared = upstream.headers.get("content-length")
+        encoding = (upstream.headers.get("content-encoding") or "identity").strip().lower()
+        if (declared is not None and declared.isdigit() and int(declared) > MAX_REWRITE_BYTES) \
+                or encoding not in REWRITABLE_ENCODINGS:
+            return StreamingResponse(self._relay(upstream, aiter(upstream.aiter_raw()), nsid),
+                                     status_code=200, headers=response_headers(upstream.headers))
+        chunks = aiter(upstream.aiter_bytes())
+        body = bytearray()
+        try:
+            while len(body) <= MAX_REWRITE_BYTES:
+                try:
+                    body.extend(await anext(chunks))
+                except StopAsyncIteration:
+                    break
+            else:
+                # Too big to rewrite: the rest streams, decoded, after what was read.
+                return StreamingResponse(self._relay(upstream, chunks, nsid, [bytes(body)]), status_code=200,
+                                         headers={**headers, "content-type": ctype})
+        except httpx.HTTPError as exc:
+            await upstream.aclose()
+            raise self._map(exc, nsid, origin) from None
+        except BaseException:
+            await upstream.aclose()
+            raise
+        await upstream.aclose()
+        result = None
+        if "json" in ctype.lower():
+            try:
+                value = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                value = None
+            if value is not None:
+                result = await munge(value)
+        if result is None:
+            return Response(bytes(body), status_code=200, headers={**headers, "content-type": ctype})
+        new_body, extra = result
+        out = json.dumps(new_body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return Response(out, status_code=200, headers={**headers, **extra, "content-type": "application/json"})
+
+    async def get_json(self, *, origin: str, nsid: str, params: Mapping[str, Any], authorization: str) -> Any:
+        """A small upstream query made by this PDS itself (read-after-write, custom feeds): the
+        parsed JSON answer, or the upstream's error raised as ``UpstreamError``."""
+        url = f"{origin}/xrpc/{nsid}"
+        request = self.client.build_request("GET", url, params=dict(params), timeout=self._timeout,
+                                            headers={"authorization": authorization, "accept": "application/json"})
+        try:
+            upstream = await self.client.send(request, stream=True)
+        except DomainError:
+            raise
+        except httpx.HTTPError as exc:
+            raise self._map(exc, nsid, origin) from None
+        if upstream.status_code >= 400:
+            raise await self._error(upstream)
+        body = bytearray()
+        try:
+            async for chunk in upstream.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > MAX_REWRITE_BYTES:
+                    raise UpstreamFailure("Upstream response too large")
+        except httpx.HTTPError as exc:
+            raise self._map(exc, nsid, origin) from None
+        finally:
+            await upstream.aclose()
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise UpstreamFailure(f"Upstream answered {nsid} with something other than JSON") from None
+
+    async def post_json(self, *, origin: str, nsid: str, body: bytes, authorization: str) -> Response:
+        """Send a JSON procedure this PDS composed (push registration) and relay the answer."""
+        return await self.forward(method="POST", origin=origin, nsid=nsid, query="", incoming={},
+                                  authorization=authorization, body=body,
+                                  body_headers={"content-type": "application/json"})

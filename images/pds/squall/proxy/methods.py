@@ -4,9 +4,11 @@
   state). They are only ever called on the PDS directly: never proxied and never put in a
   service-auth token, so a third-party service can never be handed the power to run them.
 * Privileged methods (direct messages, account creation elsewhere) need a full session or a
-  privileged app password; an ordinary app password is refused. The reference lists the chat
-  methods one by one; here every ``chat.bsky.*`` method counts, so a chat method newer than the
-  list is not open to ordinary app passwords.
+  privileged app password; an ordinary app password is refused. The chat methods are listed one
+  by one as the reference does (its current list, reactions and convo requests included); other
+  ``chat.bsky.*`` methods (the chat service's moderation API) are not privileged.
+* Taken-down accounts: their session (scope ``com.atproto.takendown``) may still call the methods
+  of ``TAKENDOWN_ALLOWED`` (reporting and reading preferences, for an appeal), nothing else.
 
 Matching ignores case, as the reference does, so ``Chat.Bsky.Convo.SendMessage`` cannot slip past.
 """
@@ -16,17 +18,22 @@ from __future__ import annotations
 CHAT_BSKY_METHODS = frozenset({
     "chat.bsky.actor.deleteAccount",
     "chat.bsky.actor.exportAccountData",
+    "chat.bsky.convo.acceptConvo",
+    "chat.bsky.convo.addReaction",
     "chat.bsky.convo.deleteMessageForSelf",
     "chat.bsky.convo.getConvo",
+    "chat.bsky.convo.getConvoAvailability",
     "chat.bsky.convo.getConvoForMembers",
     "chat.bsky.convo.getLog",
     "chat.bsky.convo.getMessages",
     "chat.bsky.convo.leaveConvo",
     "chat.bsky.convo.listConvos",
     "chat.bsky.convo.muteConvo",
+    "chat.bsky.convo.removeReaction",
     "chat.bsky.convo.sendMessage",
     "chat.bsky.convo.sendMessageBatch",
     "chat.bsky.convo.unmuteConvo",
+    "chat.bsky.convo.updateAllRead",
     "chat.bsky.convo.updateRead",
 })
 
@@ -60,5 +67,12 @@ def is_protected(nsid: str) -> bool:
 
 
 def is_privileged(nsid: str) -> bool:
-    lower = nsid.lower()
-    return lower in _PRIVILEGED_LOWER or lower.startswith("chat.bsky.")
+    return nsid.lower() in _PRIVILEGED_LOWER
+
+
+TAKENDOWN_ALLOWED = frozenset({"com.atproto.moderation.createReport", "app.bsky.actor.getPreferences"})
+_TAKENDOWN_ALLOWED_LOWER = frozenset(m.lower() for m in TAKENDOWN_ALLOWED)
+
+
+def allows_takendown(nsid: str) -> bool:
+    return nsid.lower() in _TAKENDOWN_ALLOWED_LOWER

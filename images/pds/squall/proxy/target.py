@@ -5,8 +5,9 @@ document is resolved (through the identity service's cache) and the ``service`` 
 gives the endpoint. Without the header, a method goes to the service this PDS is configured with
 for its namespace: ``app.bsky.*`` to the AppView (``#bsky_appview``), ``chat.bsky.*`` to the chat
 service (``#bsky_chat``), ``com.atproto.moderation.createReport`` to the report service and
-``tools.ozone.*`` to the moderation service (both ``#atproto_labeler``). Anything else has no
-destination and stays MethodNotImplemented.
+``tools.ozone.*`` to the moderation service (both ``#atproto_labeler``), and any other
+``com.atproto.*`` method this PDS does not serve to the AppView (as the reference). Anything else
+has no destination and stays MethodNotImplemented.
 
 Only the endpoint's origin is used: the request path is always ``/xrpc/<nsid>``.
 """
@@ -116,6 +117,10 @@ def default_role(nsid: str) -> str | None:
         return "report"
     if lower.startswith("tools.ozone."):
         return "mod"
+    if lower.startswith("com.atproto."):
+        # As the reference: a com.atproto method this PDS does not serve (resolveIdentity,
+        # label.queryLabels, …) goes to the AppView; protected ones never get here.
+        return "appview"
     return None
 
 
@@ -141,10 +146,14 @@ class TargetResolver:
         for target in self._configured.values():
             if target.did == did and target.service_id == service_id:
                 return target
+        return await self.resolve_service(did, service_id)
+
+    async def resolve_service(self, did: str, service_id: str, *, what: str = "proxy did") -> Target:
+        """The ``#service_id`` endpoint of ``did``'s document; InvalidRequest naming ``what``."""
         doc = await self._resolve_did(did)
         if doc is None:
-            raise InvalidRequest("could not resolve proxy did")
+            raise InvalidRequest(f"could not resolve {what}")
         origin = service_endpoint(doc, service_id)
         if origin is None:
-            raise InvalidRequest("could not resolve proxy did service url")
+            raise InvalidRequest(f"could not resolve {what} service url")
         return Target(did, service_id, origin)

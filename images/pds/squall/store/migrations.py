@@ -224,7 +224,20 @@ CREATE TABLE oauth_spent_refresh (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6))
+# v7: signing keys reserved by com.atproto.server.reserveSigningKey for an account that is about
+# to migrate here (``store/reserved_keys.py``); createAccount with that DID takes the key.
+_V7 = """
+CREATE TABLE reserved_signing_key (
+  key_did     TEXT PRIMARY KEY,                  -- did:key of the public key
+  did         TEXT UNIQUE,                       -- the account it is reserved for, if named
+  private_key BLOB NOT NULL,                     -- 32-byte secp256k1 private scalar
+  created_at  INTEGER NOT NULL                   -- unix seconds
+);
+CREATE INDEX reserved_signing_key_created ON reserved_signing_key(created_at);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6),
+                                           (7, _V7))
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -398,3 +398,22 @@ async def account_repo_counts(db: "Database", did: str) -> "tuple[sqlite3.Row, i
     blocks = await db.fetchone("SELECT COUNT(*) AS n FROM repo_block WHERE did = ?", (did,))
     records = await db.fetchone("SELECT COUNT(*) AS n FROM record WHERE did = ?", (did,))
     return root, blocks["n"], records["n"]
+# -- used by read-after-write --
+
+
+async def records_since_rev(db: "Database", did: str, collections: tuple[str, ...], rev: str, *,
+                            limit: int) -> list[dict]:
+    """The current records of ``did`` in ``collections`` written by a commit after ``rev``, newest
+    first, at most ``limit``: {collection, rkey, cid, rev, indexed_at}. Records taken down by the
+    admin are left out."""
+    if not collections:
+        return []
+    marks = ",".join("?" * len(collections))
+    rows = await db.fetchall(
+        "SELECT collection, rkey, cid, repo_rev, indexed_at FROM record "
+        f"WHERE did = ? AND repo_rev > ? AND collection IN ({marks}) AND takedown_ref IS NULL "
+        "ORDER BY repo_rev DESC, rkey DESC LIMIT ?",
+        (did, rev, *collections, limit))
+    return [{"collection": r["collection"], "rkey": r["rkey"], "cid": r["cid"], "rev": r["repo_rev"],
+             "indexed_at": r["indexed_at"]} for r in rows]
+

@@ -122,6 +122,6 @@ async def put_preferences(req: XrpcRequest) -> Any:
 
 
 METHODS = (
-    Method(GET_NSID, "query", get_preferences, Auth.ACCESS),
+    Method(GET_NSID, "query", get_preferences, Auth.ACCESS_OR_TAKENDOWN),  # appeals: a taken-down session may read
     Method(PUT_NSID, "procedure", put_preferences, Auth.ACCESS),
 )

@@ -10,20 +10,29 @@ A proxied call, in order: only GET, HEAD and POST; protected (account-management
 refused outright; a method with neither an ``atproto-proxy`` header nor a configured default
 service stays MethodNotImplemented; the caller must hold an access token, and a privileged
 method (chat) needs a full session or a privileged app password; then the target is resolved
-and the call forwarded with a 60-second service token bound to the method.
+and the call forwarded with a 60-second service token bound to the method. Exceptions, as the
+reference: a taken-down session may call ``createReport``; ``getFeed`` signs for the feed
+generator; ``registerPush`` / ``unregisterPush`` go to the body's ``serviceDid``; the
+read-after-write methods may have their answer rewritten (``squall.proxy.read_after_write``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterable, Mapping
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from ..atproto import syntax
-from ..proxy import ProxyLimits, ProxyService, is_privileged, is_protected
+from ..errors import UpstreamError
+from ..proxy import ProxyLimits, ProxyService, bsky, is_privileged, is_protected
+from ..proxy import read_after_write as raw
+from ..proxy.forwarder import Rewrite
+from ..proxy.methods import allows_takendown
 from ..proxy.target import Target, default_role
+from .dispatch import read_body_capped
 from .errors import InvalidRequest, MethodNotImplemented
 from .registry import Auth, Method
 from .request import XrpcRequest
@@ -37,7 +46,7 @@ MAX_METHODLESS_TTL = 60  # … and at most a minute when it is not bound to a me
 
 
 async def start(ctx: "AppContext") -> None:
-    ctx.proxy = ProxyService(ctx.settings, ctx.db, ctx.identity, log=ctx.log,
+    ctx.proxy = ProxyService(ctx.settings, ctx.db, ctx.identity, log=ctx.log, lexicons=ctx.repo.lexicons,
                              limits=ProxyLimits.from_settings(ctx.settings))
 
 
@@ -54,16 +63,19 @@ def _proxy_header(request: Request) -> str | None:
 
 async def forward(ctx: "AppContext", request: Request, nsid: str, auth: "AuthResult", target: Target, *,
                   body: AsyncIterable[bytes] | bytes | None = None,
-                  body_headers: Mapping[str, str] | None = None) -> Response:
-    """Forward ``request`` to ``target`` on behalf of the authenticated caller."""
+                  body_headers: Mapping[str, str] | None = None, aud: str | None = None, lxm: str | None = None,
+                  rewrite: Rewrite | None = None) -> Response:
+    """Forward ``request`` to ``target`` on behalf of the authenticated caller (the token's
+    audience and method are the target's DID and ``nsid`` unless ``aud`` / ``lxm`` say otherwise)."""
     proxy: ProxyService = ctx.proxy
     assert auth.did is not None
     # The reference's current outbound tokens carry the bare DID as audience; the service id
     # only chose the endpoint.
-    token = await proxy.service_token(auth.did, target.did, nsid)
+    token = await proxy.service_token(auth.did, aud or target.did, lxm or nsid)
     return await proxy.forwarder.forward(
         method=request.method, origin=target.origin, nsid=nsid, query=request.url.query,
         incoming=request.headers, authorization=f"Bearer {token}", body=body, body_headers=body_headers,
+        rewrite=rewrite,
     )
 
 
@@ -93,6 +105,8 @@ async def fallback(ctx: "AppContext", request: Request, nsid: str) -> Response |
     if is_protected(nsid):
         raise InvalidRequest("Bad token method", "InvalidToken")
     proxy: ProxyService = ctx.proxy
+    if nsid in bsky.PUSH_METHODS:
+        return await _push(ctx, request, nsid)
     header = _proxy_header(request)
     target = proxy.targets.default(nsid) if header is None else None
     if header is None and target is None:
@@ -102,15 +116,51 @@ async def fallback(ctx: "AppContext", request: Request, nsid: str) -> Response |
                                        f"set {variable} and {variable[:-4]}_DID")
         return None  # nobody to ask: MethodNotImplemented
     # Authenticate before resolving anything a header names: an anonymous caller must not be able
-    # to make this server fetch DID documents.
-    auth = await ctx.verifier.verify(Auth.ACCESS, request.headers.get("authorization"))
+    # to make this server fetch DID documents. A taken-down account may still report (appeals).
+    policy = Auth.ACCESS_OR_TAKENDOWN if allows_takendown(nsid) else Auth.ACCESS
+    auth = await ctx.verifier.verify(policy, request.headers.get("authorization"))
     if is_privileged(nsid) and not auth.is_privileged:
         raise InvalidRequest("Bad token method", "InvalidToken")
     if header is not None:
         target = await proxy.targets.from_header(header)
-    assert target is not None
+    assert target is not None and auth.did is not None
+    if nsid == bsky.GET_FEED and request.method in ("GET", "HEAD") and "feed" in request.query_params:
+        # A custom feed: the token is for its generator, which the AppView calls with it.
+        generator = await bsky.feed_generator_did(proxy, auth.did, target, request.query_params["feed"])
+        return await forward(ctx, request, nsid, auth, target, aud=generator, lxm=bsky.GET_FEED_SKELETON)
+    if nsid in raw.MUNGED and request.method == "GET":
+        params = request.query_params
+        rewrite = await proxy.read_after_write.rewrite_for(auth.did, nsid, params)
+        try:
+            return await forward(ctx, request, nsid, auth, target, rewrite=rewrite)
+        except UpstreamError as err:
+            if nsid != raw.POST_THREAD or err.name != "NotFound":
+                raise
+            built = await proxy.read_after_write.thread_not_found(auth.did, params, err)
+            if built is None:
+                raise
+            return JSONResponse(built[0], headers={**(err.headers or {}), **built[1]})
     body = request.stream() if request.method == "POST" else None
     return await forward(ctx, request, nsid, auth, target, body=body)
+
+
+async def _push(ctx: "AppContext", request: Request, nsid: str) -> Response:
+    """registerPush / unregisterPush: to the notification service the body names (``aud`` = its
+    DID), the AppView when that is the AppView (as the reference, whatever ``atproto-proxy`` says)."""
+    if request.method != "POST":
+        raise InvalidRequest(f"Incorrect HTTP method ({request.method}) expected POST")
+    auth = await ctx.verifier.verify(Auth.ACCESS, request.headers.get("authorization"))
+    assert auth.did is not None
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise InvalidRequest("Wrong request encoding (Content-Type): expected application/json")
+    raw_body = await read_body_capped(request, bsky.MAX_PUSH_BODY)
+    body, service_did = bsky.push_body(raw_body)
+    proxy: ProxyService = ctx.proxy
+    target = await bsky.push_target(proxy, service_did)
+    encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return await forward(ctx, request, nsid, auth, target, body=encoded, aud=service_did,
+                         body_headers={"content-type": "application/json"})
 
 
 # -- com.atproto.server.getServiceAuth --------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..accounts import app_passwords, invites, migration, sessions, signup, status
+from ..accounts import app_passwords, invites, migration, sessions, signing_keys, signup, status
 from ..accounts import events as account_events
 from ..accounts.memory import pin_mmap_threshold
 from ..accounts.sessions import LoginChecker, Session
@@ -363,4 +363,22 @@ METHODS = (
            input=None, max_body=100_000),
     Method("com.atproto.server.deactivateAccount", "procedure", deactivate_account, Auth.FULL,
            max_body=100_000),
+)
+
+
+# -- com.atproto.server.reserveSigningKey (issue #19) -------------------------------------------------
+
+
+async def reserve_signing_key(req: XrpcRequest) -> dict[str, Any]:
+    """A signing key kept for an account about to migrate here; no authentication, as the reference."""
+    did = req.body.get("did") if isinstance(req.body, dict) else None
+    if did is not None:
+        if not isinstance(did, str) or len(did) > 2048 or not syntax.is_valid_did(did):
+            raise InvalidRequest("Input/did must be a valid did")
+    return {"signingKey": await signing_keys.reserve(req.ctx.db, did)}
+
+
+METHODS = METHODS + (
+    Method("com.atproto.server.reserveSigningKey", "procedure", reserve_signing_key, Auth.NONE, max_body=100_000,
+           rate_limits=(RateLimit("reserve-signing-key-ip", 100, 5 * MINUTE),)),
 )

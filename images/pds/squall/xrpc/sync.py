@@ -196,3 +196,33 @@ METHODS = (
     Method("com.atproto.sync.listRepos", "query", list_repos, Auth.NONE),
     Method("com.atproto.sync.getRepoStatus", "query", get_repo_status, Auth.NONE, errors=("RepoNotFound",)),
 )
+
+
+# -- small methods the reference still serves (issue #19) ---------------------------------------------
+
+
+async def get_head(req: XrpcRequest) -> dict[str, Any]:
+    """Deprecated (getLatestCommit replaces it), still called by old tools: the root commit CID."""
+    did = _did_param(req)
+    await assert_repo_availability(req, did)
+    root = await reader.get_root(req.ctx.db, did)
+    if root is None:
+        raise InvalidRequest(f"Could not find root for DID: {did}", "HeadNotFound")
+    return {"root": root.cid}
+
+
+async def get_checkout(req: XrpcRequest) -> Response:
+    """Deprecated (getRepo replaces it): the whole current repo as a CAR."""
+    did = _did_param(req)
+    await assert_repo_availability(req, did)
+    try:
+        export = await RepoExport.open(req.ctx.db.path, did, None)
+    except RepoNotStored:
+        raise InvalidRequest(f"Could not find repo for DID: {did}", "RepoNotFound") from None
+    return StreamingResponse(export.chunks(), media_type=CAR_TYPE)
+
+
+METHODS = METHODS + (
+    Method("com.atproto.sync.getHead", "query", get_head, Auth.NONE, errors=("HeadNotFound", *_HIDDEN)),
+    Method("com.atproto.sync.getCheckout", "query", get_checkout, Auth.NONE, errors=_HIDDEN),
+)
