@@ -22,12 +22,12 @@ from .target import TargetResolver
 
 class ProxyService:
     def __init__(self, settings: Any, db: Database, identity: Any, *, limits: ProxyLimits = ProxyLimits(),
-                 log: logging.Logger | None = None):
+                 log: logging.Logger | None = None, observe: Any = None):
         self.settings = settings
         self.db = db
         self.log = log or logging.getLogger("squall.proxy")
         self.targets = TargetResolver(settings, identity.resolve_did)
-        self.forwarder = Forwarder(OutboundPolicy.from_settings(settings), limits, log=self.log)
+        self.forwarder = Forwarder(OutboundPolicy.from_settings(settings), limits, log=self.log, observe=observe)
 
     async def close(self) -> None:
         await self.forwarder.aclose()

@@ -7,3 +7,24 @@ writer's ``sqlite3.Connection`` and run inside the caller's ``Database.write`` t
 """
 
 from __future__ import annotations
+
+
+# -- used by observability (metrics, the admin dashboard) --
+
+
+async def obs_totals(db) -> dict[str, int]:
+    """Number and bytes of all blob rows, and of those unreferenced (awaiting garbage collection)."""
+    row = await db.fetchone(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes, "
+        "COALESCE(SUM(unreferenced_since IS NOT NULL OR temp_key IS NOT NULL), 0) AS unref_n, "
+        "COALESCE(SUM(CASE WHEN unreferenced_since IS NOT NULL OR temp_key IS NOT NULL THEN size END), 0) "
+        "AS unref_bytes FROM blob")
+    return {"count": row["n"], "bytes": row["bytes"], "unreferenced": row["unref_n"],
+            "unreferenced_bytes": row["unref_bytes"]}
+
+
+async def obs_per_account(db, limit: int = 20) -> list:
+    """Blob count and bytes per account, largest first."""
+    return await db.fetchall(
+        "SELECT b.did, a.handle, COUNT(*) AS n, SUM(b.size) AS bytes FROM blob b LEFT JOIN account a "
+        "ON a.did = b.did GROUP BY b.did ORDER BY bytes DESC LIMIT ?", (limit,))
