@@ -18,7 +18,9 @@ from . import _STATIC, COOKIE, CSP, MAX_FORM, PRE_COOKIE, SESSION_SECONDS, Refus
 if TYPE_CHECKING:
     from ..context import AppContext
 
-HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+# Referrer-Policy same-origin, not no-referrer: with no-referrer the browser sends "Origin: null" on
+# the dashboard's own form posts, which the Origin check must refuse.
+HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 REPO_REF = "com.atproto.admin.defs#repoRef"
 
