@@ -74,6 +74,17 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def navigate(driver, element) -> None:
+    """Click something that loads a new page and wait until the new page has replaced the old one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+
+
 def shot(driver, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
@@ -100,12 +111,12 @@ def test_dashboard_in_chromium(pds, c, browser, admin):
     d.get(pds.url + "/admin")
     assert d.current_url.endswith("/admin/signin")
     find(By.ID, "password").send_keys("not the password")
-    find(By.ID, "signin").click()
+    navigate(d, find(By.ID, "signin"))
     shot(d, "01-signin-refused")
     assert "Wrong password" in find(By.ID, "error").text
     shot(d, "01-signin-refused")
     find(By.ID, "password").send_keys(admin[1])
-    find(By.ID, "signin").click()
+    navigate(d, find(By.ID, "signin"))
 
     # Overview.
     assert d.current_url.endswith("/admin")
@@ -126,27 +137,27 @@ def test_dashboard_in_chromium(pds, c, browser, admin):
     # Find the account by part of its e-mail, open it, take it down, restore it.
     d.get(pds.url + "/admin/accounts")
     find(By.ID, "q").send_keys(user["name"] + "@exam")
-    find(By.ID, "search").click()
+    navigate(d, find(By.ID, "search"))
     table = find(By.ID, "accounts").text
     assert user["did"] in table
     shot(d, "03-accounts-search")
-    find(By.LINK_TEXT, user["handle"]).click()
+    navigate(d, find(By.LINK_TEXT, user["handle"]))
     assert find(By.ID, "did").text == user["did"]
-    find(By.ID, "takedown").click()
+    navigate(d, find(By.ID, "takedown"))
     assert find(By.ID, "note").text == "Taken down."
     assert "taken down" in find(By.ID, "status").text
     shot(d, "04-account-taken-down")
     r = c.get("/xrpc/com.atproto.sync.getLatestCommit", params={"did": user["did"]})
     assert r.status_code == 400 and r.json()["error"] == "RepoTakendown"
     assert db_rows(pds, "SELECT takedown_ref FROM account WHERE did = ?", (user["did"],))[0][0]
-    find(By.ID, "restore").click()
+    navigate(d, find(By.ID, "restore"))
     assert find(By.ID, "note").text == "Takedown reversed."
     assert find(By.ID, "status").text == "active"
     assert c.get("/xrpc/com.atproto.sync.getLatestCommit", params={"did": user["did"]}).status_code == 200
     shot(d, "05-account-restored")
 
     # Reset the password: the new one is shown once and works; the old one does not.
-    find(By.ID, "reset-password").click()
+    navigate(d, find(By.ID, "reset-password"))
     new_password = re.search(r"\): (\S+)$", find(By.ID, "new-password").text).group(1)
     assert c.post("/xrpc/com.atproto.server.createSession",
                   json={"identifier": user["handle"], "password": new_password}).status_code == 200
@@ -155,12 +166,12 @@ def test_dashboard_in_chromium(pds, c, browser, admin):
 
     # Invites: create one, disable it.
     d.get(pds.url + "/admin/invites")
-    find(By.ID, "create-invite").click()
+    navigate(d, find(By.ID, "create-invite"))
     code = find(By.ID, "created").text.split(": ", 1)[1]
     assert code in find(By.ID, "invites").text
     shot(d, "06-invites")
     rows = [row for row in find(By.ID, "invites").find_elements(By.TAG_NAME, "tr") if code in row.text]
-    rows[0].find_element(By.TAG_NAME, "button").click()
+    navigate(d, rows[0].find_element(By.TAG_NAME, "button"))
     assert db_rows(pds, "SELECT disabled FROM invite_code WHERE code = ?", (code,))[0][0] == 1
 
     # Storage.
@@ -176,14 +187,14 @@ def test_dashboard_in_chromium(pds, c, browser, admin):
     assert backup_id in find(By.ID, "last-runs").text
     assert backup_id in find(By.ID, "listing").text  # listed from the target by the backup package
     assert not d.find_elements(By.ID, "listing-error")
-    find(By.ID, "backup-now").click()
+    navigate(d, find(By.ID, "backup-now"))
     assert "Backup requested" in find(By.ID, "note").text
     assert (pds.data_dir / "backups" / "run-now").exists()
     shot(d, "08-backups")
 
     # Sign out: the old cookie is dead server-side too.
     old = d.get_cookie("squall_admin")["value"]
-    find(By.ID, "signout").click()
+    navigate(d, find(By.ID, "signout"))
     assert d.current_url.endswith("/admin/signin")
     shot(d, "09-signed-out")
     r = httpx.get(pds.url + "/admin", cookies={"squall_admin": old})

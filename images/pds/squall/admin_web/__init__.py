@@ -58,16 +58,24 @@ class Refused(Exception):
 class AdminWeb:
     def __init__(self, ctx: "AppContext") -> None:
         self.ctx = ctx
-        self.password_hash: str | None = None
-        from jinja2 import Environment, PackageLoader
+        self._password_hash: str | None = None
+        self._templates: Any = None
 
-        self.templates = Environment(loader=PackageLoader("squall.admin_web", "templates"), autoescape=True)
-        self.templates.filters["size"] = human_size
+    # Both made on first use, so an idle server pays neither Jinja2's import nor an argon2 hash.
+    @property
+    def templates(self) -> Any:
+        if self._templates is None:
+            from jinja2 import Environment, PackageLoader
 
-    async def start(self) -> None:
+            self._templates = Environment(loader=PackageLoader("squall.admin_web", "templates"), autoescape=True)
+            self._templates.filters["size"] = human_size
+        return self._templates
+
+    async def password_hash(self) -> str | None:
         password = self.ctx.secrets.admin_password
-        if password:
-            self.password_hash = await asyncio.to_thread(self.ctx.hasher.hash, password)
+        if password and self._password_hash is None:
+            self._password_hash = await asyncio.to_thread(self.ctx.hasher.hash, password)
+        return self._password_hash
 
     @property
     def secure_cookie(self) -> bool:
@@ -91,8 +99,9 @@ class AdminWeb:
                     if limiter.consume(limit, ip).exceeded:
                         self.ctx.metrics.observe_rate_limited("_admin/signin")
                         raise Refused(429, "Too many sign-in attempts; try again later.")
-        if (self.password_hash is None or len(password) > 4096
-                or not await verify_password(self.ctx.hasher, self.password_hash, password)):
+        expected = await self.password_hash()
+        if (expected is None or len(password) > 4096
+                or not await verify_password(self.ctx.hasher, expected, password)):
             self.ctx.log.warning("admin dashboard: failed sign-in")
             raise Refused(401, "Wrong password.")
         sid = secrets.token_urlsafe(32)
@@ -245,7 +254,6 @@ def list_target_backups() -> tuple[list[dict[str, Any]], str | None]:
 
 async def start(ctx: "AppContext") -> None:
     ctx.admin_web = AdminWeb(ctx)
-    await ctx.admin_web.start()
 
 
 def routes(app: Any, get_ctx: Callable[[], "AppContext"]) -> None:
