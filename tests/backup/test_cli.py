@@ -220,3 +220,32 @@ def test_daemon_waits_for_the_database_of_a_first_boot(tmp_path, monkeypatch):
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def test_daemon_runs_when_the_dashboard_asks(tmp_path, monkeypatch):
+    """<data>/backups/run-now (the admin dashboard's "run one now") starts a run well before the schedule."""
+    import threading
+
+    from squall_backup import daemon
+    from squall_backup.settings import load_settings
+
+    monkeypatch.setattr(daemon, "TRIGGER_POLL_SECONDS", 0.1)
+    data = make_data_dir(tmp_path / "data")
+    settings = load_settings({"PDS_DATA_DIRECTORY": str(data), "BACKUP_LOCAL_DIR": str(tmp_path / "t"),
+                              "BACKUP_SCHEDULE": "1d"})
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault(
+        "rc", daemon.run_daemon(settings, stop=stop, install_signals=False, max_runs=1)), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: _status(data).get("state") == "idle", timeout=10)
+        assert not _status(data).get("last_success")
+        (data / "backups" / "run-now").write_text("now\n")
+        thread.join(timeout=30)
+        assert not thread.is_alive() and result["rc"] == 0
+        assert (_status(data).get("last_success") or {}).get("id")
+        assert not (data / "backups" / "run-now").exists()
+    finally:
+        stop.set()
+        thread.join(timeout=10)

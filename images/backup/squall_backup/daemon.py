@@ -19,6 +19,10 @@ from .manifest import DATABASE_NAME, format_time
 from .schedule import parse_schedule
 
 POLL_SECONDS = 30.0
+# The PDS's admin dashboard asks for a run now by creating <data>/backups/run-now; the daemon looks
+# for it this often, removes it and runs.
+TRIGGER_NAME = "run-now"
+TRIGGER_POLL_SECONDS = 5.0
 # Before the PDS's first boot there is no database yet: look again soon rather than a whole
 # schedule period later (a fresh install with BACKUP_RUN_ON_START would otherwise wait an hour).
 DATABASE_WAIT_SECONDS = 10.0
@@ -46,9 +50,14 @@ def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, i
     runs = 0
     while not stop.is_set():
         delay = (next_run - clock()).total_seconds()
+        trigger = settings.backups_dir / TRIGGER_NAME
+        if delay > 0 and trigger.exists():
+            trigger.unlink(missing_ok=True)
+            logs.info("daemon.run_requested", source=str(trigger))
+            delay = 0
         if delay > 0:
             # Wake up regularly: the wall clock may jump (suspend, NTP) and the wait is monotonic.
-            stop.wait(min(delay, POLL_SECONDS))
+            stop.wait(min(delay, POLL_SECONDS, TRIGGER_POLL_SECONDS))
             continue
         database = settings.data_directory / DATABASE_NAME
         if not database.exists():

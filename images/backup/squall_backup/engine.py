@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -388,9 +389,12 @@ class Engine:
         marker = t.get_marker(backup_id)
         identities = self._identities(marker, identity)
         tmp = Path(tempfile.mkdtemp(prefix=".squall-verify-", dir=workdir or self._workdir()))
+        progress = _progress("verify", marker)
         try:
             with t.open_archive(marker) as f:
-                result = read_archive(f, marker, identities, tmp, self.check_cancel)
+                result = read_archive(_Counted(f, progress), marker, identities, tmp, self.check_cancel)
+            progress.add(items=len(result.manifest.files))
+            progress.finish()
             _integrity(tmp / DATABASE_NAME)
             blob_report = self._check_blobs(t, result.manifest, None if not deep else tmp)
         finally:
@@ -446,9 +450,12 @@ class Engine:
         if target_dir.is_dir() and os.stat(target_dir).st_dev != os.stat(target_dir.parent).st_dev:
             stage_parent = target_dir
         staging = Path(tempfile.mkdtemp(prefix=".squall-restore-", dir=stage_parent))
+        progress = _progress("restore", marker)
         try:
             with t.open_archive(marker) as f:
-                result = read_archive(f, marker, identities, staging, self.check_cancel)
+                result = read_archive(_Counted(f, progress), marker, identities, staging, self.check_cancel)
+            progress.add(items=len(result.manifest.files))
+            progress.finish()
             manifest = result.manifest
             _integrity(staging / DATABASE_NAME)
             self._check_blobs(t, manifest, staging if manifest.blobs_on_volume else None)
@@ -501,3 +508,25 @@ def _integrity(db_path: Path) -> None:
         con.close()
     if rows != ["ok"]:
         raise ArchiveError("integrity_check failed on the restored database: " + "; ".join(rows[:5]))
+
+
+# -- progress of restore and verify (bytes of the archive read, elapsed) ------------------------------
+
+
+def _progress(task: str, marker: Marker) -> "Progress":
+    from .progress import Progress
+
+    return Progress(f"{task} {marker.id}", lambda fields: logs.info(f"{task}.progress", **fields),
+                    items="files", total_bytes=marker.archive.get("size"), stream=sys.stderr)
+
+
+class _Counted:
+    """The archive stream, counting what is read into ``progress``."""
+
+    def __init__(self, raw, progress) -> None:
+        self.raw, self.progress = raw, progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.progress.add(nbytes=len(data))
+        return data

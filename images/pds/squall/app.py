@@ -29,6 +29,7 @@ from .auth.tokens import TokenIssuer
 from .auth.verifier import AuthVerifier
 from .config import Settings
 from .context import AppContext
+from .metrics import Metrics
 from .secrets import load_or_create_secrets
 from .store import accounts as accounts_store
 from .store import blobs as blobs_store
@@ -37,14 +38,14 @@ from .store import sequencer as sequencer_store
 from .store.db import Database
 from .version import __version__
 from .xrpc.dispatch import dispatch, error_response
-from .xrpc.errors import InternalServerError, XRPCError
+from .xrpc.errors import InternalServerError, RateLimitExceeded, XRPCError
 from .xrpc.registry import Auth, Registry
 
 
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order (stopped in reverse). Imported here, not at module level,
     so importing squall.app stays light."""
-    from . import firehose, identity, oauth, ratelimit, repo
+    from . import admin_web, firehose, identity, oauth, ratelimit, repo
     from .xrpc import admin, blobs, migration, preferences, proxy, server, sync, temp
     from .xrpc import identity as identity_xrpc
     from .xrpc import repo as repo_xrpc
@@ -65,6 +66,7 @@ def feature_modules() -> list[ModuleType]:
         admin,  # com.atproto.admin, takedowns, account deletion
         migration,  # account migration in and out (importRepo, PLC operations)
         oauth,  # atproto OAuth: authorization server and DPoP resource server
+        admin_web,  # the operator's dashboard at /admin (calls the admin methods' handlers)
     ]
 
 
@@ -96,7 +98,8 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
                                 admin_token_hash=settings.admin_token_hash)
         registry = Registry()
         ctx = AppContext(settings=settings, secrets=secrets, db=db, registry=registry, issuer=issuer,
-                         verifier=verifier, hasher=hasher, log=log)
+                         verifier=verifier, hasher=hasher, log=log, metrics=Metrics(settings.metrics_enabled))
+        ctx.metrics.bind(ctx)
         # Revs and record keys must never go backwards, even across restarts with a slow clock.
         newest = await repos_store.newest_rev(db)
         if newest:
@@ -155,6 +158,16 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
         except XRPCError as err:
             return error_response(err)
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        ctx = get_ctx()
+        if not ctx.metrics.enabled:
+            return JSONResponse({"error": "NotFound", "message": "Metrics are off (PDS_METRICS_ENABLED=false)"},
+                                status_code=404)
+        await ctx.metrics.refresh()
+        body, content_type = ctx.metrics.render()
+        return Response(body, media_type=content_type)
+
     @app.get("/")
     async def root() -> Response:
         body = (f"Squall {__version__}: an AT Protocol Personal Data Server.\n"
@@ -173,13 +186,18 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
     @app.api_route("/xrpc/{nsid}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
     async def xrpc(request: Request, nsid: str) -> Response:
         ctx = get_ctx()
+        started = time.perf_counter()
+        err: XRPCError | None = None
         try:
-            return await dispatch(ctx, request, nsid, fallback)
-        except XRPCError as err:
-            return error_response(err)
+            response = await dispatch(ctx, request, nsid, fallback)
+        except XRPCError as exc:
+            err, response = exc, error_response(exc)
         except Exception:
             log.exception("unhandled error in XRPC method", extra={"nsid": nsid})
-            return error_response(InternalServerError())
+            response = error_response(InternalServerError())
+        ctx.metrics.observe_xrpc(ctx, nsid, response.status_code, time.perf_counter() - started,
+                                 rate_limited=isinstance(err, RateLimitExceeded))
+        return response
 
     return app
 

@@ -181,6 +181,113 @@ def _account_takedown(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    """``squall status``: the running PDS's admin status (version, uptime, accounts, sizes, backups)."""
+    import json
+
+    base, password = _admin_target()
+    data = _xrpc(base, "_admin/status", method="GET", auth=("admin", password))
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    backup = data.get("backup") or {}
+    success = backup.get("last_success") or {}
+    failure = backup.get("last_failure") or {}
+    rows = [
+        ("version", data.get("version")),
+        ("hostname", data.get("hostname")),
+        ("service DID", data.get("serviceDid")),
+        ("uptime", f"{data.get('uptimeSeconds')} s"),
+        ("accounts", f"{data['accounts']['total']} ({data['accounts']['active']} active)"),
+        ("database", f"{data['database']['bytes']} bytes, schema {data['database']['schemaVersion']}"),
+        ("blobs", f"{data['blobs']['count']} ({data['blobs']['bytes']} bytes)"),
+        ("firehose seq", data["firehose"]["seq"]),
+        ("backup", backup.get("state", "no status yet") if "error" not in backup else backup["error"]),
+        ("last backup", f"{success.get('id')} at {success.get('finished_at')}" if success else "never"),
+        ("last failure", f"{failure.get('at')}: {failure.get('error')}" if failure else "none"),
+    ]
+    for key, value in rows:
+        print(f"{key + ':':<14}{value}")
+    return 0
+
+
+def _account_list(args: argparse.Namespace) -> int:
+    """Every account: com.atproto.sync.listRepos (status) and admin.getAccountInfos (handle, e-mail)."""
+    base, password = _admin_target()
+    repos, cursor = [], None
+    while True:
+        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        page = _xrpc(base, "com.atproto.sync.listRepos", method="GET", params=params)
+        repos.extend(page.get("repos", []))
+        cursor = page.get("cursor")
+        if not cursor or not page.get("repos"):
+            break
+    infos: dict[str, dict] = {}
+    for i in range(0, len(repos), 100):
+        dids = [r["did"] for r in repos[i:i + 100]]
+        data = _xrpc(base, "com.atproto.admin.getAccountInfos", method="GET", params={"dids": dids},
+                     auth=("admin", password))
+        infos.update({info["did"]: info for info in data.get("infos", [])})
+    print(f"{'handle':<32} {'did':<48} {'status':<12} email")
+    for repo in repos:
+        info = infos.get(repo["did"], {})
+        status = "active" if repo.get("active") else repo.get("status", "inactive")
+        print(f"{info.get('handle', ''):<32} {repo['did']:<48} {status:<12} {info.get('email', '')}")
+    print(f"{len(repos)} accounts")
+    return 0
+
+
+def _invite_list(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    data = _xrpc(base, "com.atproto.admin.getInviteCodes", method="GET", params={"limit": str(args.limit)},
+                 auth=("admin", password))
+    print(f"{'code':<28} {'left':>5} {'used':>5} {'state':<9} {'for':<20} created")
+    for code in data.get("codes", []):
+        used = len(code.get("uses", []))
+        state = "disabled" if code.get("disabled") else "active"
+        print(f"{code['code']:<28} {max(0, code['available'] - used):>5} {used:>5} {state:<9} "
+              f"{code.get('forAccount', ''):<20} {code.get('createdAt', '')}")
+    return 0
+
+
+def _account_reset_password(args: argparse.Namespace) -> int:
+    import secrets as random
+
+    base, admin_password = _admin_target()
+    did = _resolve_account(base, args.account)
+    password = args.password or random.token_urlsafe(18)
+    _xrpc(base, "com.atproto.admin.updateAccountPassword", body={"did": did, "password": password},
+          auth=("admin", admin_password))
+    print(f"did:      {did}")
+    if not args.password:
+        print(f"password: {password}   (shown once; every session of the account has ended)")
+    return 0
+
+
+def _crawl_request(args: argparse.Namespace) -> int:
+    """Ask relays to crawl this PDS (com.atproto.sync.requestCrawl), as the PDS does after writes."""
+    import httpx
+
+    try:
+        settings, _ = load_settings()
+    except ConfigError as exc:
+        raise CliError(f"configuration error: {exc}") from None
+    relays = args.relay or list(settings.crawlers)
+    if not relays:
+        raise CliError("no relay: give one (squall crawl request https://bsky.network) or set PDS_CRAWLERS")
+    failed = 0
+    for relay in relays:
+        url = relay.rstrip("/") + "/xrpc/com.atproto.sync.requestCrawl"
+        try:
+            r = httpx.post(url, json={"hostname": settings.hostname}, timeout=15.0)
+            ok, detail = r.status_code < 300, f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            ok, detail = False, str(exc) or type(exc).__name__
+        failed += not ok
+        print(f"{relay}: {'ok' if ok else 'failed'} ({detail})")
+    return 1 if failed else 0
+
+
 def _operator(func):
     def run(args: argparse.Namespace) -> int:
         try:
@@ -254,6 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     takedown.add_argument("--ref", help="your reference for the takedown (default: the current time)")
     takedown.add_argument("--reverse", action="store_true", help="reverse the takedown")
     takedown.set_defaults(func=_operator(_account_takedown))
+    account_list = account_sub.add_parser("list", help="list every account with its status")
+    account_list.set_defaults(func=_operator(_account_list))
+    reset = account_sub.add_parser("reset-password", help="set a new password (generated unless given); "
+                                                          "every session of the account ends")
+    reset.add_argument("account", help="DID or handle")
+    reset.add_argument("--password", help="the new password (default: generate and print one)")
+    reset.set_defaults(func=_operator(_account_reset_password))
+
+    status = sub.add_parser("status", help="the running PDS's status: version, accounts, sizes, firehose, backups")
+    status.add_argument("--json", action="store_true", help="print the JSON of /xrpc/_admin/status")
+    status.set_defaults(func=_operator(_status))
+
+    crawl = sub.add_parser("crawl", help="relays")
+    crawl_sub = crawl.add_subparsers(dest="crawl_command", required=True)
+    crawl_request = crawl_sub.add_parser("request", help="ask relays to crawl this PDS (default: PDS_CRAWLERS)")
+    crawl_request.add_argument("relay", nargs="*", help="relay URL(s), e.g. https://bsky.network")
+    crawl_request.set_defaults(func=_operator(_crawl_request))
 
     invite = sub.add_parser("invite", help="manage invite codes on the running PDS")
     invite.set_defaults(func=_help(invite))
@@ -261,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     invite_create = invite_sub.add_parser("create", help="create an invite code and print it")
     invite_create.add_argument("--uses", type=int, default=1, help="how many accounts it may create (default 1)")
     invite_create.set_defaults(func=_operator(_invite_create))
+    invite_list = invite_sub.add_parser("list", help="list invite codes, newest first")
+    invite_list.add_argument("--limit", type=int, default=100, help="how many (1-500, default 100)")
+    invite_list.set_defaults(func=_operator(_invite_list))
 
     admin = sub.add_parser("admin", help="admin credential tools")
     admin.set_defaults(func=_help(admin))

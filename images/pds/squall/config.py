@@ -227,6 +227,7 @@ class Settings(BaseModel):
     rate_limits_enabled: bool = True
     rate_limit_bypass_ips: CommaList = []  # addresses or networks (CIDR) exempt from rate limits
     db_readers: int = Field(default=2, ge=1, le=16)
+    metrics_enabled: bool = False  # /metrics (Prometheus); 404 when false (issue #14)
 
     @field_validator("service_handle_domains", "crawlers", "rate_limit_bypass_ips", mode="before")
     @classmethod

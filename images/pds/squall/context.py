@@ -24,6 +24,8 @@ from .store.db import Database
 
 if TYPE_CHECKING:  # the service types, for annotations only: features import the context, not the reverse
     from .accounts.sessions import LoginChecker
+    from .admin_web import AdminWeb
+    from .metrics import Metrics
     from .blobs.service import BlobService
     from .firehose.service import Firehose
     from .identity.service import IdentityService
@@ -44,6 +46,7 @@ class AppContext:
     verifier: AuthVerifier
     hasher: PasswordHasher
     log: logging.Logger
+    metrics: "Metrics"  # squall.metrics; its methods do nothing when PDS_METRICS_ENABLED=false
     # The one TID clock of the app: revs and record keys never go backwards, even across restarts
     # with a slow clock (squall.app moves it past the newest stored rev before any write).
     tid_clock: TidClock = field(default_factory=TidClock)
@@ -58,3 +61,4 @@ class AppContext:
     repo: "RepoService" = field(init=False)
     proxy: "ProxyService" = field(init=False)
     oauth: "OAuthProvider" = field(init=False)
+    admin_web: "AdminWeb" = field(init=False)

@@ -25,7 +25,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import httpx
 
@@ -99,8 +99,10 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     """An ``httpx`` transport that checks the destination and bounds the response (see module doc)."""
 
     def __init__(self, policy: OutboundPolicy, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-                 total_timeout: float = DEFAULT_TIMEOUT, resolve_timeout: float = 5.0):
+                 total_timeout: float = DEFAULT_TIMEOUT, resolve_timeout: float = 5.0,
+                 observe: Callable[[str], None] | None = None):
         self.policy = policy
+        self.observe = observe  # squall.metrics: called with each request's outcome
         self.max_response_bytes = max_response_bytes
         self.total_timeout = total_timeout
         self.resolve_timeout = resolve_timeout
@@ -151,6 +153,21 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         return str(candidates[0])
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.observe is None:
+            return await self._handle(request)
+        try:
+            response = await self._handle(request)
+        except (ForbiddenDestination, ResponseTooLarge):
+            self.observe("refused")
+            raise
+        except Exception:
+            self.observe("error")
+            raise
+        self.observe("ok" if response.status_code < 400 else "client_error" if response.status_code < 500
+                     else "server_error")
+        return response
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         scheme = request.url.scheme
         if scheme not in ("https", "http"):
             raise ForbiddenDestination(f"refusing the URL scheme {scheme!r}", request=request)
@@ -182,7 +199,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 def make_client(policy: OutboundPolicy | Any, *, timeout: float = DEFAULT_TIMEOUT,
                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, follow_redirects: bool = False,
-                max_redirects: int = 3, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+                max_redirects: int = 3, headers: dict[str, str] | None = None,
+                observe: Callable[[str], None] | None = None) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` behind the SSRF guard.
 
     ``policy`` is an :class:`OutboundPolicy` or the settings (dev mode allows http and private
@@ -191,7 +209,7 @@ def make_client(policy: OutboundPolicy | Any, *, timeout: float = DEFAULT_TIMEOU
     if not isinstance(policy, OutboundPolicy):
         policy = OutboundPolicy.from_settings(policy)
     transport = GuardedTransport(policy, max_response_bytes=max_response_bytes, total_timeout=timeout,
-                                 resolve_timeout=min(timeout, 5.0))
+                                 resolve_timeout=min(timeout, 5.0), observe=observe)
     return httpx.AsyncClient(
         transport=transport,
         # One client serves every user: a Set-Cookie from one upstream must never ride along on

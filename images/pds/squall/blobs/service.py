@@ -112,6 +112,8 @@ class BlobService:
         self.upload_limit = upload_limit
         self.log = log
         self._uploading: set[str] = set()
+        self.uploads = 0  # stored uploads and their bytes, read by squall.metrics at scrape time
+        self.upload_bytes = 0
         self.gc = GarbageCollector(db, store, grace_seconds=grace_seconds, interval_seconds=gc_interval_seconds,
                                    log=log, uploads_in_progress=lambda: set(self._uploading),
                                    make_permanent=self.make_permanent)
@@ -172,6 +174,8 @@ class BlobService:
             raise
         finally:
             self._uploading.discard(key)
+        self.uploads += 1
+        self.upload_bytes += size
         if not keep:
             await self._quiet_delete_temp(key)
         if old_key is not None:

@@ -53,11 +53,13 @@ async def start(ctx: Any) -> None:
     crawlers = None
     if s.crawlers:
         from ..net import make_client  # the SSRF-guarded client (dev mode allows loopback)
+        observe = ctx.metrics.outbound("crawler")
 
         crawlers = CrawlerNotifier(list(s.crawlers), s.hostname, ctx.log, min_interval=options.crawl_min_seconds,
                                    reannounce_interval=options.crawl_reannounce_seconds,
                                    timeout=options.crawl_timeout_seconds,
-                                   client_factory=lambda: make_client(s, timeout=options.crawl_timeout_seconds))
+                                   client_factory=lambda: make_client(s, timeout=options.crawl_timeout_seconds,
+                                                                                      observe=observe))
     firehose = Firehose(ctx.db, ctx.log, backfill_limit_ms=s.repo_backfill_limit_ms, options=options,
                         crawlers=crawlers)
     await firehose.start()

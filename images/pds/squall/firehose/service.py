@@ -60,6 +60,10 @@ class Firehose:
         self._tasks: list[asyncio.Task] = []
         self._bad_events: set[int] = set()
         self._restore_signal: Any = None
+        # Read by squall.metrics at scrape time.
+        self.events_sent = 0  # frames sent to subscribers (live and replay)
+        self.events_replayed = 0  # of those, sent while replaying from a cursor
+        self.slow_drops = 0  # subscribers cut off with ConsumerTooSlow
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class Connection:
         opts = self.firehose.options
         if len(self.queue) >= opts.queue_frames or self.queued_bytes + len(frame) > opts.queue_bytes:
             self.too_slow = True
+            self.firehose.slow_drops += 1
             self.queue.clear()
             self.queued_bytes = 0
             self.firehose.leave(self)
@@ -202,6 +203,8 @@ class Connection:
             for seq, frame in frames:
                 await self._send(frame)
                 self.last_sent = seq
+                fh.events_replayed += 1
+                fh.events_sent += 1
             after = max(after, last)
             self.last_sent = max(self.last_sent, after)
             # No await between this check and joining: the fan-out has offered exactly the
@@ -224,6 +227,7 @@ class Connection:
             if seq <= self.last_sent:
                 continue
             await self._send(frame)
+            self.firehose.events_sent += 1
             self.last_sent = seq
 
     # -- sending -----------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ __all__ = [
 
 
 async def start(ctx: Any) -> None:
-    service = IdentityService(ctx.settings, ctx.db, ctx.secrets.plc_rotation_key, log=ctx.log)
+    service = IdentityService(ctx.settings, ctx.db, ctx.secrets.plc_rotation_key, log=ctx.log,
+                              observe=ctx.metrics.outbound("identity"))
     ctx.identity = service
     service.start()
 

@@ -99,13 +99,14 @@ class IdentityService:
     def __init__(self, settings: Any, db: Database, rotation_key: Keypair, *,
                  http: httpx.AsyncClient | None = None, log: logging.Logger | None = None,
                  handle_resolver: HandleResolver | None = None, retry_interval: float = RETRY_INTERVAL,
-                 plc_retry_delay: float = 0.5):
+                 plc_retry_delay: float = 0.5, observe: Any = None):
         self.settings = settings
         self.db = db
         self.rotation_key = rotation_key
         self.log = log or logging.getLogger("squall.identity")
         self._own_http = http is None
-        self.http = http or make_client(OutboundPolicy.from_settings(settings), max_response_bytes=MAX_DID_DOC_BYTES)
+        self.http = http or make_client(OutboundPolicy.from_settings(settings), max_response_bytes=MAX_DID_DOC_BYTES,
+                                       observe=observe)
         self.plc = plc.PlcClient(settings.did_plc_url, self.http, log=self.log, retry_delay=plc_retry_delay)
         # Resolving other identities waits at most PDS_ID_RESOLVER_TIMEOUT; publishing this
         # server's own PLC operations keeps the longer default of self.http.

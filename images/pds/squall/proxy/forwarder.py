@@ -161,10 +161,11 @@ def parse_error_envelope(raw: bytes, headers: httpx.Headers) -> tuple[str | None
 
 class Forwarder:
     def __init__(self, policy: OutboundPolicy, limits: ProxyLimits = ProxyLimits(), *,
-                 log: logging.Logger | None = None):
+                 log: logging.Logger | None = None, observe: Any = None):
         self.limits = limits
         self.log = log or logging.getLogger("squall.proxy")
-        self.client = make_client(policy, timeout=limits.total_timeout, max_response_bytes=limits.max_response_bytes)
+        self.client = make_client(policy, timeout=limits.total_timeout, max_response_bytes=limits.max_response_bytes,
+                                  observe=observe)
         self.client.cookies.jar = http.cookiejar.CookieJar(policy=_NoCookies())
         self._timeout = httpx.Timeout(connect=limits.connect_timeout, read=limits.read_timeout,
                                       write=limits.read_timeout, pool=limits.connect_timeout)

@@ -24,12 +24,12 @@ from .target import Target, TargetResolver
 
 class ProxyService:
     def __init__(self, settings: Any, db: Database, identity: Any, *, limits: ProxyLimits = ProxyLimits(),
-                 log: logging.Logger | None = None, lexicons: Lexicons | None = None):
+                 log: logging.Logger | None = None, lexicons: Lexicons | None = None, observe: Any = None):
         self.settings = settings
         self.db = db
         self.log = log or logging.getLogger("squall.proxy")
         self.targets = TargetResolver(settings, identity.resolve_did)
-        self.forwarder = Forwarder(OutboundPolicy.from_settings(settings), limits, log=self.log)
+        self.forwarder = Forwarder(OutboundPolicy.from_settings(settings), limits, log=self.log, observe=observe)
         self.read_after_write = ReadAfterWrite(settings, db, lexicons if lexicons is not None else load_bundled(),
                                                self.appview_query, log=self.log)
 

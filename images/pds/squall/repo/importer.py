@@ -44,6 +44,7 @@ from ..atproto.blockstore import MissingBlock
 from ..atproto.car import AsyncCarReader
 from ..atproto.cid import CID
 from ..atproto.commit import decode_commit, verify_commit
+from ..progress import Progress
 from ..atproto.crypto import PublicKey
 from ..atproto.errors import AtprotoError, DecodeError, InvalidSyntax
 from ..atproto.mst import NodeStore, NodeWrangler
@@ -76,7 +77,7 @@ class ImportedRepo:
 # -- phase 1: stage --------------------------------------------------------------------------------
 
 
-async def _stage(staging: Staging, body: AsyncIterator[bytes], max_bytes: int) -> list[CID]:
+async def _stage(staging: Staging, body: AsyncIterator[bytes], max_bytes: int, progress: Any = None) -> list[CID]:
     received = 0
 
     async def metered() -> AsyncIterator[bytes]:
@@ -85,6 +86,8 @@ async def _stage(staging: Staging, body: AsyncIterator[bytes], max_bytes: int) -
             received += len(chunk)
             if received > max_bytes:
                 raise PayloadTooLarge(f"Repository CAR exceeds the import limit of {max_bytes} bytes")
+            if progress is not None:
+                progress.add(nbytes=len(chunk))
             yield chunk
 
     reader = AsyncCarReader(metered())
@@ -108,7 +111,8 @@ async def _stage(staging: Staging, body: AsyncIterator[bytes], max_bytes: int) -
 # -- phase 2: verify -------------------------------------------------------------------------------
 
 
-def _verify(staging: Staging, did: str, roots: list[CID], keys: list[PublicKey]) -> tuple[CID, str, int, int, int]:
+def _verify(staging: Staging, did: str, roots: list[CID], keys: list[PublicKey],
+            progress: Any = None) -> tuple[CID, str, int, int, int]:
     """(commit CID, rev, blocks kept, records, blob references); fills ``keep``, ``rec``, ``blobref``."""
     if len(roots) != 1:
         raise InvalidRequest(f"A repository CAR must have exactly one root (the commit), not {len(roots)}")
@@ -162,6 +166,8 @@ def _verify(staging: Staging, did: str, roots: list[CID], keys: list[PublicKey])
             keep.append(value.bytes)
             recs.append((collection, rkey, value.bytes))
             counts["records"] += 1
+            if progress is not None:
+                progress.add(items=1)
             uri = f"at://{did}/{path}"
             try:
                 found = find_blob_refs(record)
@@ -227,9 +233,12 @@ async def import_repo(ctx: Any, did: str, body: AsyncIterator[bytes], signing_ke
     the keys the commit may be signed with (asked only once the CAR has been staged)."""
     staging = Staging(ctx.settings.data_directory / "tmp")
     try:
-        roots = await _stage(staging, body, max_bytes)
+        progress = Progress(f"importRepo {did}", lambda fields: ctx.log.info("import progress", extra=fields),
+                            items="records")
+        roots = await _stage(staging, body, max_bytes, progress)
         keys = await signing_keys()
-        commit_cid, rev, blocks, records, refs = await asyncio.to_thread(_verify, staging, did, roots, keys)
+        commit_cid, rev, blocks, records, refs = await asyncio.to_thread(_verify, staging, did, roots, keys, progress)
+        progress.finish()
         imported = await ctx.db.write(_store, staging.path, did, commit_cid, rev, (blocks, records, refs))
     finally:
         await asyncio.to_thread(staging.close)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import time
 from types import ModuleType
 from weakref import WeakSet
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..atproto.cid import CID
 from ..atproto.lexicon import Lexicons, load_bundled
@@ -56,10 +57,15 @@ class RepoService:
         self.blob_refs = blob_refs if blob_refs is not None else _load_blob_refs(log)
         self._keypairs: dict = {}  # parsed signing keys, only touched on the writer thread
         self.prepared_readers: WeakSet = WeakSet()  # reader connections with the CID SQL function
+        self.metrics: Any = None  # squall.metrics.Metrics, set by start()
 
     async def apply(self, did: str, writes: list[PreparedWrite], swap_commit: CID | None = None) -> CommitOutcome:
+        started = time.perf_counter()
         outcome = await self.db.write(commit_writes, did, writes, swap_commit, self.clock, self.node_cache,
                                       self.blob_refs, self._keypairs)
+        if self.metrics is not None:
+            self.metrics.observe_write(outcome.writes, time.perf_counter() - started,
+                                       committed=outcome.commit_cid is not None, block_bytes=outcome.block_bytes)
         if outcome.commit_cid is not None:
             await self._after_commit(outcome)
         return outcome

@@ -43,6 +43,7 @@ class CommitOutcome:
     rev: str | None = None
     seq: int | None = None
     permanent_blobs: list[CID] = field(default_factory=list)
+    block_bytes: int = 0  # bytes of the new blocks stored (squall.metrics)
 
     def commit_view(self) -> dict[str, str] | None:
         if self.commit_cid is None:
@@ -181,5 +182,6 @@ def commit_writes(
     }
     outcome.seq = append_event(conn, did, "commit", body)
     outcome.commit_cid = result.commit_cid
+    outcome.block_bytes = sum(len(block) for block in result.new_blocks.values())
     outcome.rev = rev
     return outcome

@@ -337,3 +337,31 @@ async def active_account_did(db: "Database", identifier: str) -> str | None:
 def account_takedown_ref(conn: "sqlite3.Connection", did: str) -> "sqlite3.Row | None":
     """The account's row with its ``takedown_ref`` (None when there is no such account)."""
     return conn.execute("SELECT takedown_ref FROM account WHERE did = ?", (did,)).fetchone()
+
+# -- used by observability (metrics, the admin dashboard, squall status) --
+
+
+async def obs_count_by_status(db) -> dict[str, int]:
+    """Accounts by hosting status: active, deactivated, takendown (a takedown wins)."""
+    rows = await db.fetchall(
+        "SELECT CASE WHEN takedown_ref IS NOT NULL THEN 'takendown' WHEN deactivated_at IS NOT NULL "
+        "THEN 'deactivated' ELSE 'active' END AS status, COUNT(*) AS n FROM account GROUP BY 1")
+    counts = {"active": 0, "deactivated": 0, "takendown": 0}
+    counts.update({r["status"]: r["n"] for r in rows})
+    return counts
+
+
+async def obs_search(db, query: str, *, limit: int = 50, cursor: str = "") -> list:
+    """Accounts whose handle, DID or e-mail contains ``query`` (all when empty), by handle."""
+    like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return await db.fetchall(
+        "SELECT did, handle, email, created_at, deactivated_at, takedown_ref, invites_disabled FROM account "
+        "WHERE (handle LIKE ?1 ESCAPE '\\' OR did LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\') "
+        "AND COALESCE(handle, did) > ?2 ORDER BY COALESCE(handle, did) LIMIT ?3", (like, cursor, limit))
+
+
+async def obs_get(db, did: str):
+    """One account's row for the dashboard (no key or password columns), or None."""
+    return await db.fetchone(
+        "SELECT did, handle, email, created_at, email_confirmed_at, deactivated_at, delete_after, takedown_ref, "
+        "invites_disabled FROM account WHERE did = ?", (did,))

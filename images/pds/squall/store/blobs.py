@@ -239,3 +239,23 @@ async def blob_totals(db: "Database") -> tuple[int, int]:
     """(count, bytes) of every stored blob (the admin status page)."""
     row = await db.fetchone("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM blob")
     return row["n"], row["bytes"]
+
+# -- used by observability (metrics, the admin dashboard) --
+
+
+async def obs_totals(db) -> dict[str, int]:
+    """Number and bytes of all blob rows, and of those unreferenced (awaiting garbage collection)."""
+    row = await db.fetchone(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes, "
+        "COALESCE(SUM(unreferenced_since IS NOT NULL OR temp_key IS NOT NULL), 0) AS unref_n, "
+        "COALESCE(SUM(CASE WHEN unreferenced_since IS NOT NULL OR temp_key IS NOT NULL THEN size END), 0) "
+        "AS unref_bytes FROM blob")
+    return {"count": row["n"], "bytes": row["bytes"], "unreferenced": row["unref_n"],
+            "unreferenced_bytes": row["unref_bytes"]}
+
+
+async def obs_per_account(db, limit: int = 20) -> list:
+    """Blob count and bytes per account, largest first."""
+    return await db.fetchall(
+        "SELECT b.did, a.handle, COUNT(*) AS n, SUM(b.size) AS bytes FROM blob b LEFT JOIN account a "
+        "ON a.did = b.did GROUP BY b.did ORDER BY bytes DESC LIMIT ?", (limit,))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,6 +46,10 @@ class Database:
         self._readers: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all_readers: list[aiosqlite.Connection] = []
         self.schema_version = 0
+        # Observability (squall.metrics): optional duration hooks and the writer's queue depth.
+        self.on_transaction: Callable[[float], None] | None = None
+        self.on_read: Callable[[float], None] | None = None
+        self.pending_writes = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -101,11 +106,16 @@ class Database:
         """
         if self._writer is None or self._executor is None:
             raise StoreError("database is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._transact, fn, args)
+        self.pending_writes += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._transact, fn, args)
+        finally:
+            self.pending_writes -= 1
 
     def _transact(self, fn: Callable[..., T], args: tuple) -> T:
         conn = self._writer
         assert conn is not None
+        started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn, *args)
@@ -113,6 +123,8 @@ class Database:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        if self.on_transaction is not None:
+            self.on_transaction(time.perf_counter() - started)
         return result
 
     # -- reading -----------------------------------------------------------------------------------
@@ -122,10 +134,13 @@ class Database:
         if self._readers is None:
             raise StoreError("database is closed")
         conn = await self._readers.get()
+        started = time.perf_counter()
         try:
             yield conn
         finally:
             self._readers.put_nowait(conn)
+            if self.on_read is not None:
+                self.on_read(time.perf_counter() - started)
 
     async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         async with self.reader() as conn:

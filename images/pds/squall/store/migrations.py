@@ -236,8 +236,20 @@ CREATE TABLE reserved_signing_key (
 CREATE INDEX reserved_signing_key_created ON reserved_signing_key(created_at);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6),
-                                           (7, _V7))
+# v8: the admin dashboard's sign-in sessions.
+_V8 = """
+-- The admin dashboard's sign-in sessions (squall.admin_web): the cookie holds a random id, the table
+-- only its SHA-256; sign-out deletes the row, so a copied cookie dies with it.
+CREATE TABLE admin_session (
+  id_hash    TEXT PRIMARY KEY,                    -- SHA-256 hex of the cookie's session id
+  csrf       TEXT NOT NULL,                       -- the session's CSRF token (every form carries it)
+  created_at INTEGER NOT NULL,                    -- unix seconds
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7),
+                                           (8, _V8))
 LATEST = MIGRATIONS[-1][0]
 
 

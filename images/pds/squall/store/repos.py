@@ -417,3 +417,20 @@ async def records_since_rev(db: "Database", did: str, collections: tuple[str, ..
     return [{"collection": r["collection"], "rkey": r["rkey"], "cid": r["cid"], "rev": r["repo_rev"],
              "indexed_at": r["indexed_at"]} for r in rows]
 
+# -- used by observability (the admin dashboard's storage page) --
+
+
+async def obs_largest(db, limit: int = 20) -> list:
+    """Repos by stored block bytes, largest first, with their record counts."""
+    return await db.fetchall(
+        "SELECT b.did, a.handle, SUM(b.size) AS bytes, COUNT(*) AS blocks, "
+        "(SELECT COUNT(*) FROM record r WHERE r.did = b.did) AS records "
+        "FROM repo_block b LEFT JOIN account a ON a.did = b.did GROUP BY b.did ORDER BY bytes DESC LIMIT ?",
+        (limit,))
+
+
+async def obs_recent_commits(db, limit: int = 10) -> list:
+    """The newest repo roots (one per account), newest first."""
+    return await db.fetchall(
+        "SELECT r.did, a.handle, r.rev, r.indexed_at FROM repo_root r LEFT JOIN account a ON a.did = r.did "
+        "ORDER BY r.rev DESC LIMIT ?", (limit,))

@@ -47,7 +47,7 @@ MAX_METHODLESS_TTL = 60  # … and at most a minute when it is not bound to a me
 
 async def start(ctx: "AppContext") -> None:
     ctx.proxy = ProxyService(ctx.settings, ctx.db, ctx.identity, log=ctx.log, lexicons=ctx.repo.lexicons,
-                             limits=ProxyLimits.from_settings(ctx.settings))
+                             limits=ProxyLimits.from_settings(ctx.settings), observe=ctx.metrics.outbound("proxy"))
 
 
 async def stop(ctx: "AppContext") -> None:
