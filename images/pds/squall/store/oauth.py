@@ -7,3 +7,12 @@ writer's ``sqlite3.Connection`` and run inside the caller's ``Database.write`` t
 """
 
 from __future__ import annotations
+
+
+# -- used by e-mail (squall.mail): a password reset ends every OAuth grant too --
+
+import sqlite3 as _sqlite3  # noqa: E402  (kept in this block so the section merges on its own)
+
+
+def mail_revoke_oauth_sessions(conn: _sqlite3.Connection, did: str) -> None:
+    conn.execute("DELETE FROM oauth_session WHERE did = ?", (did,))

@@ -60,7 +60,7 @@ TOKEN_ROUTES = {
     "/xrpc/_admin/account-plc-token": operator_tokens.PURPOSE_PLC,
 }
 
-NO_MAIL = "This PDS sends no e-mail. "
+NO_MAIL = "This PDS sends no e-mail (its operator has not set PDS_EMAIL_SMTP_URL). "
 DELETE_HOWTO = ("To delete your account, ask the operator of this server for an account-deletion "
                 "token (they run `squall account delete-token <your handle>`) and send it with your "
                 "password to com.atproto.server.deleteAccount, or ask them to delete the account.")
@@ -494,11 +494,19 @@ async def get_invite_codes(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def send_email(req: XrpcRequest) -> dict[str, Any]:
-    _did_field(req, "recipientDid")
-    raise InvalidRequest(NO_MAIL + "Reach the account holder another way; nothing was sent.")
+    recipient = _did_field(req, "recipientDid")
+    if req.ctx.mail.moderation_enabled:  # PDS_MODERATION_EMAIL_* (squall.mail)
+        await req.ctx.mail.send_moderation(recipient, _string(req, "subject", required=False, max_length=500),
+                                           _string(req, "content", max_length=50_000))
+        return {"sent": True}
+    raise InvalidRequest("This PDS sends no moderation e-mail (PDS_MODERATION_EMAIL_SMTP_URL and "
+                         "PDS_MODERATION_EMAIL_ADDRESS are not set). Reach the account holder another way; "
+                         "nothing was sent.")
 
 
 async def request_account_delete(req: XrpcRequest) -> None:
+    if req.ctx.mail.enabled:  # the token by mail (squall.mail); without SMTP, the operator's
+        return await req.ctx.mail.request_account_delete(req.did)
     account = await get_by_did(req.ctx.db, req.did)
     if account is None:
         raise InvalidRequest("account not found", "AccountNotFound")
