@@ -104,6 +104,11 @@ def token_in(mail: Captured) -> str:
     return found[0]
 
 
+def _tls_transport(server) -> bool:
+    transport = getattr(server, "transport", None)
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+
 class _Handler:
     def __init__(self, capture: "SmtpCapture") -> None:
         self.capture = capture
@@ -111,7 +116,8 @@ class _Handler:
     async def handle_DATA(self, server, session, envelope) -> str:
         self.capture._add(Captured(envelope.mail_from, list(envelope.rcpt_tos),
                                    envelope.original_content or envelope.content,
-                                   self.capture.user if session.authenticated else None, session.ssl is not None))
+                                   self.capture.user if session.authenticated else None,
+                                   session.ssl is not None or _tls_transport(server)))
         return "250 OK"
 
 
