@@ -314,3 +314,12 @@ def test_bad_inputs(c):
     assert_error(c.post("/xrpc/com.atproto.server.requestEmailConfirmation"), 401, "AuthenticationRequired")
     assert_error(c.post("/xrpc/com.atproto.server.updateEmail", headers=user["headers"],
                         json={"email": "a@b.example", "emailAuthFactor": "yes"}), 400, "InvalidRequest")
+
+
+def test_logs_hold_no_codes_or_smtp_password(pds, smtp):
+    logs = pds.logs()
+    assert "mail sent" in logs and "mail queued" in logs
+    codes = {token_in(m) for m in smtp.messages if m.message()["From"] == FROM}
+    assert len(codes) >= 10
+    assert not [code for code in codes if code in logs]
+    assert SMTP_PASSWORD not in logs and "p%40ss" not in logs

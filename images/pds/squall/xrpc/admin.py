@@ -5,7 +5,8 @@ method takes the admin credential only (``Auth.ADMIN``: user tokens are refused)
 the SQL live in ``squall.accounts.takedown`` and ``squall.accounts.deletion``; the handlers here
 read and check the input and shape the output.
 
-Squall sends no e-mail, so:
+With SMTP set up (``squall.mail``), ``com.atproto.admin.sendEmail`` mails through the moderation
+transport and ``requestAccountDelete`` mails the deletion token. Without it:
 
 * ``com.atproto.admin.sendEmail`` is refused with a message saying so;
 * ``com.atproto.server.requestAccountDelete`` is refused with the way that does work: the operator

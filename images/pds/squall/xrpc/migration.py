@@ -7,9 +7,9 @@ and hands over to ``squall.accounts.migration``; activateAccount and checkAccoun
 serve migrated accounts unchanged. The rules live in ``squall.accounts.migration`` and
 ``squall.repo.importer``; this module reads the input, picks the caller and shapes the output.
 
-The reference e-mails the token signPlcOperation wants (requestPlcOperationSignature). Squall
-sends no mail: requestPlcOperationSignature answers 400 with the way that works (the operator
-issues the token with ``squall account plc-token``).
+requestPlcOperationSignature mails the token signPlcOperation wants when SMTP is set up
+(``squall.mail``); without it, it answers 400 with the way that works (the operator issues the
+token with ``squall account plc-token``, which signPlcOperation takes either way).
 """
 
 from __future__ import annotations
