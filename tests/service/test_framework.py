@@ -96,8 +96,10 @@ def test_port_precedence_and_defaults():
     assert s.did_method == "plc" and s.service_handle_domains == [".pds.example.com"]
     s, warnings = load_settings({"PDS_RATE_LIMIT_BYPASS_KEY": "x"})
     assert any("PDS_RATE_LIMIT_BYPASS_KEY" in w for w in warnings)
-    s, warnings = load_settings({"PDS_EMAIL_SMTP_URL": "smtps://user:pw@mail.example"})
-    assert any(w.startswith("PDS_EMAIL_SMTP_URL ignored: ") for w in warnings)
+    # The e-mail settings are real since issue 13 (squall.mail): read, not warned about.
+    s, warnings = load_settings({"PDS_EMAIL_SMTP_URL": "smtps://user:pw@mail.example",
+                                 "PDS_EMAIL_FROM_ADDRESS": "pds@mail.example"})
+    assert s.email_smtp_url == "smtps://user:pw@mail.example" and not warnings
     assert not any("user:pw" in w for w in warnings)  # the value (a credential) is never echoed
 
 

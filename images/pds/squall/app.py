@@ -45,7 +45,8 @@ from .xrpc.registry import Auth, Registry
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order (stopped in reverse). Imported here, not at module level,
     so importing squall.app stays light."""
-    from . import admin_web, firehose, identity, oauth, ratelimit, repo
+    from . import admin_web, firehose, identity, mail, oauth, ratelimit, repo
+    from .xrpc import mail as mail_xrpc
     from .xrpc import admin, blobs, migration, preferences, proxy, server, sync, temp
     from .xrpc import identity as identity_xrpc
     from .xrpc import repo as repo_xrpc
@@ -56,6 +57,8 @@ def feature_modules() -> list[ModuleType]:
         identity,  # DID creation and resolution, used by accounts, repos and the proxy
         identity_xrpc,  # com.atproto.identity and the well-known routes
         blobs,
+        mail,  # e-mail: the outbox sender and the mailed-token flows (used by server, admin, migration, oauth)
+        mail_xrpc,  # com.atproto.server e-mail methods (confirmEmail, resetPassword, updateEmail, …)
         server,  # com.atproto.server: accounts, sessions, app passwords, invites
         temp,  # com.atproto.temp.checkSignupQueue
         repo,  # the repo service (writer, reader)
@@ -259,6 +262,7 @@ async def _admin_status(ctx: AppContext) -> dict[str, Any]:
         "blobs": {"count": blob_count, "bytes": blob_bytes},
         "firehose": {"seq": seq},
         "backup": _backup_status(ctx.settings.data_directory),
+        "mail": await ctx.mail.status(),
     }
     return status
 

@@ -56,7 +56,6 @@ IGNORED_REFERENCE_NAMES = frozenset(
         "PDS_PROXY_ALLOW_HTTP2",
         "PDS_PROXY_MAX_RETRIES",
         "PDS_PROXY_PREFER_COMPRESSED",
-        "PDS_BSKY_APP_VIEW_CDN_URL_PATTERN",  # blob URLs come from the AppView, not the PDS
         "PDS_HANDLE_BACKUP_NAMESERVERS",
         "PDS_PLC_ROTATION_KEY_KMS_KEY_ID",  # the rotation key lives in <data>/secrets or the env
         "PDS_REPO_SIGNING_KEY_K256_PRIVATE_KEY_HEX",  # retired by the reference: keys are per account
@@ -65,11 +64,7 @@ IGNORED_REFERENCE_NAMES = frozenset(
 
 # Reference-distro names for features Squall does not have yet: accepted so an existing pds.env
 # still starts, with a warning that says what is missing.
-UNSUPPORTED_REFERENCE_NAMES = MappingProxyType({
-    "PDS_EMAIL_SMTP_URL": "Squall does not send e-mail yet (no confirmation or password-reset mails)",
-    "PDS_EMAIL_FROM_ADDRESS": "Squall does not send e-mail yet",
-    "PDS_MODERATION_EMAIL_SMTP_URL": "Squall does not send e-mail yet",
-    "PDS_MODERATION_EMAIL_ADDRESS": "Squall does not send e-mail yet",
+UNSUPPORTED_REFERENCE_NAMES: Mapping[str, str] = MappingProxyType({
     "PDS_HCAPTCHA_SITE_KEY": "Squall has no sign-up captcha (sign-up is by invite, or open)",
     "PDS_HCAPTCHA_SECRET_KEY": "Squall has no sign-up captcha (sign-up is by invite, or open)",
     "PDS_HCAPTCHA_TOKEN_SALT": "Squall has no sign-up captcha (sign-up is by invite, or open)",
@@ -221,6 +216,11 @@ class Settings(BaseModel):
     contact_email_address: str | None = None
     privacy_policy_url: str | None = None
     terms_of_service_url: str | None = None
+    # E-mail (squall.mail): the reference's names; mail is off while PDS_EMAIL_SMTP_URL is unset
+    email_smtp_url: str | None = None
+    email_from_address: str | None = None
+    moderation_email_smtp_url: str | None = None
+    moderation_email_address: str | None = None
     # Operations
     log_level: str = "info"
     trust_proxy_headers: bool = False
@@ -455,6 +455,7 @@ def _check_consistency(s: Settings, env: Mapping[str, str], warnings: list[str])
             fail(var, "must be an https URL")
     if s.service_name is not None and (len(s.service_name) > 100 or not s.service_name.strip()):
         fail("PDS_SERVICE_NAME", "must be 1 to 100 characters")
+    _check_email(s, fail)
     if s.invite_required is False and not is_local_hostname(s.hostname):
         warnings.append("PDS_INVITE_REQUIRED=false: anyone who can reach this server can create an account")
 
@@ -476,3 +477,29 @@ def check_directories(s: Settings) -> None:
             reason = exc.strerror or type(exc).__name__
             raise ConfigError(f"{var}: {path} is not a usable directory ({reason}); "
                               "point it at a writable directory (the volume)") from None
+
+
+def _check_email(s: Settings, fail: Any) -> None:
+    """PDS_EMAIL_* / PDS_MODERATION_EMAIL_*: a URL aiosmtplib can use, and an address to send from."""
+    from .mail.url import SmtpUrlError, parse_smtp_url  # pure parsing, no SMTP library
+
+    for url_var, from_var in (("PDS_EMAIL_SMTP_URL", "PDS_EMAIL_FROM_ADDRESS"),
+                              ("PDS_MODERATION_EMAIL_SMTP_URL", "PDS_MODERATION_EMAIL_ADDRESS")):
+        url, sender = getattr(s, url_var[4:].lower()), getattr(s, from_var[4:].lower())
+        if url is not None:
+            try:
+                parse_smtp_url(url)
+            except SmtpUrlError as exc:
+                fail(url_var, str(exc))  # the message never repeats the URL: it may hold a password
+            if sender is None:
+                fail(from_var, f"required when {url_var} is set (the From address of the mails)")
+        if sender is not None and not _looks_like_address(sender):
+            fail(from_var, "must be an e-mail address, optionally with a name: Name <user@example.com>")
+
+
+def _looks_like_address(value: str) -> bool:
+    from email.utils import parseaddr
+
+    _, addr = parseaddr(value)
+    local, _, domain = addr.rpartition("@")
+    return bool(local) and "." in domain and not any(c.isspace() for c in addr)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the service types, for annotations only: features import th
     from .blobs.service import BlobService
     from .firehose.service import Firehose
     from .identity.service import IdentityService
+    from .mail.service import MailService
     from .oauth.provider import OAuthProvider
     from .proxy.service import ProxyService
     from .ratelimit import RateLimiter
@@ -56,6 +57,7 @@ class AppContext:
     ratelimit: "RateLimiter | None" = None  # None when PDS_RATE_LIMITS_ENABLED=false
     firehose: "Firehose" = field(init=False)
     identity: "IdentityService" = field(init=False)
+    mail: "MailService" = field(init=False)
     blobs: "BlobService" = field(init=False)
     login: "LoginChecker" = field(init=False)
     repo: "RepoService" = field(init=False)

@@ -197,7 +197,7 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
         return page("error.html", status, message=message)
 
     def consent_page(pending: PendingRequest, csrf: str, *, status: int = 200, error: str | None = None,
-                     identifier: str = "") -> HTMLResponse:
+                     identifier: str = "", ask_code: bool = False) -> HTMLResponse:
         scopes = pending.params["scope"].split(" ")
         return page("authorize.html", status, form_action=_origin(pending.params["redirect_uri"]), csrf=csrf,
                     client_name=pending.client.name, client_id=pending.client.client_id,
@@ -205,7 +205,8 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
                     scopes=[SCOPE_DESCRIPTIONS.get(s, s) for s in scopes],
                     identifier=identifier or pending.params.get("login_hint", ""),
                     request_uri=f"urn:ietf:params:oauth:request_uri:req-{pending.id}", csrf_token=csrf,
-                    error=error, action=AUTHORIZE_PATH, server=urlsplit(provider().issuer).netloc)
+                    error=error, action=AUTHORIZE_PATH, server=urlsplit(provider().issuer).netloc,
+                    ask_code=ask_code)
 
     @app.get(AUTHORIZE_PATH)
     async def authorize(request: Request) -> Response:
@@ -257,6 +258,9 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
             # The same words whatever was wrong, so the form does not tell which accounts exist.
             return consent_page(pending, cookie, status=401, error="Wrong handle, e-mail or password.",
                                 identifier=identifier)
+        refused = await _sign_in_code_refused(get_ctx(), did, form.get("sign_in_code", ""))
+        if refused is not None:  # e-mail two-factor (squall.mail): a code was mailed, or a bad one given
+            return consent_page(pending, cookie, status=401, identifier=identifier, ask_code=True, error=refused)
         try:
             code = await p.approve(pending, did)
         except OAuthError as err:
@@ -275,6 +279,24 @@ def branding(settings: Any) -> dict[str, Any]:
         "colors": {key: getattr(settings, f"{key}_color") for key in ("primary", "error", "warning", "success")},
         "primary_contrast": settings.primary_color_contrast,
     }
+
+
+async def _sign_in_code_refused(ctx: Any, did: str, given: str) -> str | None:
+    """None when the account wants no e-mailed sign-in code or ``given`` is its live one; else what
+    the page says (a code is mailed when none was given)."""
+    from ..errors import DomainError
+
+    try:
+        await ctx.mail.check_sign_in_did(did, given.strip() or None)
+    except DomainError as err:
+        if err.name == "AuthFactorTokenRequired":
+            return "We sent a sign-in code to your e-mail address. Enter it below, with your password again."
+        if err.name == "ExpiredToken":
+            return "That sign-in code has expired. Submit without a code to get a new one."
+        if err.name == "InvalidToken":
+            return "That sign-in code is not right. Check the latest mail, or submit without a code to get a new one."
+        return err.message
+    return None
 
 
 def _origin(url: str) -> str:

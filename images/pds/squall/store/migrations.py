@@ -248,8 +248,41 @@ CREATE TABLE admin_session (
 ) WITHOUT ROWID;
 """
 
+# v9: e-mail (squall.mail, store/mail.py): the outbox a background sender drains, the mailed
+# tokens (hashed, one live per account and purpose), and which accounts sign in with an e-mailed code.
+_V9 = """
+CREATE TABLE mail_outbox (
+  id              INTEGER PRIMARY KEY,
+  transport       TEXT NOT NULL,                  -- 'account' | 'moderation'
+  did             TEXT,                           -- the account it concerns (no FK: kept after deletion)
+  recipient       TEXT NOT NULL,
+  subject         TEXT NOT NULL,
+  message         BLOB,                           -- the RFC 5322 message; cleared once sent or failed
+  created_at      INTEGER NOT NULL,               -- unix seconds
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  sent_at         INTEGER,
+  failed_at       INTEGER,
+  last_error      TEXT,
+  last_error_at   INTEGER
+);
+CREATE INDEX mail_outbox_due ON mail_outbox(next_attempt_at) WHERE sent_at IS NULL AND failed_at IS NULL;
+CREATE TABLE email_token (
+  did        TEXT NOT NULL REFERENCES account(did) ON DELETE CASCADE,
+  purpose    TEXT NOT NULL,                      -- 'confirm_email' | 'update_email' | 'reset_password' | 'sign_in'
+  token_hash TEXT NOT NULL,                      -- SHA-256 hex of the token
+  expires_at INTEGER NOT NULL,                   -- unix seconds
+  PRIMARY KEY (did, purpose)
+) WITHOUT ROWID;
+CREATE INDEX email_token_hash ON email_token(purpose, token_hash);
+CREATE TABLE email_auth_factor (
+  did        TEXT PRIMARY KEY REFERENCES account(did) ON DELETE CASCADE,
+  enabled_at TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7),
-                                           (8, _V8))
+                                           (8, _V8), (9, _V9))
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -5,7 +5,8 @@ method takes the admin credential only (``Auth.ADMIN``: user tokens are refused)
 the SQL live in ``squall.accounts.takedown`` and ``squall.accounts.deletion``; the handlers here
 read and check the input and shape the output.
 
-Squall sends no e-mail, so:
+With SMTP set up (``squall.mail``), ``com.atproto.admin.sendEmail`` mails through the moderation
+transport and ``requestAccountDelete`` mails the deletion token. Without it:
 
 * ``com.atproto.admin.sendEmail`` is refused with a message saying so;
 * ``com.atproto.server.requestAccountDelete`` is refused with the way that does work: the operator
@@ -63,7 +64,7 @@ TOKEN_ROUTES = {
     "/xrpc/_admin/account-plc-token": operator_tokens.PURPOSE_PLC,
 }
 
-NO_MAIL = "This PDS sends no e-mail. "
+NO_MAIL = "This PDS sends no e-mail (its operator has not set PDS_EMAIL_SMTP_URL). "
 DELETE_HOWTO = ("To delete your account, ask the operator of this server for an account-deletion "
                 "token (they run `squall account delete-token <your handle>`) and send it with your "
                 "password to com.atproto.server.deleteAccount, or ask them to delete the account.")
@@ -476,11 +477,19 @@ async def get_invite_codes(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def send_email(req: XrpcRequest) -> dict[str, Any]:
-    _did_field(req, "recipientDid")
-    raise InvalidRequest(NO_MAIL + "Reach the account holder another way; nothing was sent.")
+    recipient = _did_field(req, "recipientDid")
+    if req.ctx.mail.moderation_enabled:  # PDS_MODERATION_EMAIL_* (squall.mail)
+        await req.ctx.mail.send_moderation(recipient, _string(req, "subject", required=False, max_length=500),
+                                           _string(req, "content", max_length=50_000))
+        return {"sent": True}
+    raise InvalidRequest("This PDS sends no moderation e-mail (PDS_MODERATION_EMAIL_SMTP_URL and "
+                         "PDS_MODERATION_EMAIL_ADDRESS are not set). Reach the account holder another way; "
+                         "nothing was sent.")
 
 
 async def request_account_delete(req: XrpcRequest) -> None:
+    if req.ctx.mail.enabled:  # the token by mail (squall.mail); without SMTP, the operator's
+        return await req.ctx.mail.request_account_delete(req.did)
     account = await get_by_did(req.ctx.db, req.did)
     if account is None:
         raise InvalidRequest("account not found", "AccountNotFound")

@@ -7,9 +7,9 @@ and hands over to ``squall.accounts.migration``; activateAccount and checkAccoun
 serve migrated accounts unchanged. The rules live in ``squall.accounts.migration`` and
 ``squall.repo.importer``; this module reads the input, picks the caller and shapes the output.
 
-The reference e-mails the token signPlcOperation wants (requestPlcOperationSignature). Squall
-sends no mail: requestPlcOperationSignature answers 400 with the way that works (the operator
-issues the token with ``squall account plc-token``).
+requestPlcOperationSignature mails the token signPlcOperation wants when SMTP is set up
+(``squall.mail``); without it, it answers 400 with the way that works (the operator issues the
+token with ``squall account plc-token``, which signPlcOperation takes either way).
 """
 
 from __future__ import annotations
@@ -105,10 +105,12 @@ async def submit_plc_operation(req: XrpcRequest) -> None:
     await migration.submit_plc_operation(req.ctx, req.did, operation)
 
 
-NO_MAIL_PLC = "This PDS sends no e-mail. To have it sign a PLC operation, " + migration.PLC_TOKEN_HOWTO + "."
+NO_MAIL_PLC = "This PDS sends no e-mail (its operator has not set PDS_EMAIL_SMTP_URL). To have it sign a PLC operation, " + migration.PLC_TOKEN_HOWTO + "."
 
 
 async def request_plc_operation_signature(req: XrpcRequest) -> None:
+    if req.ctx.mail.enabled:  # the token by mail (squall.mail); without SMTP, the operator's
+        return await req.ctx.mail.request_plc_operation_signature(req.did)
     if await get_by_did(req.ctx.db, req.did) is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
     raise InvalidRequest(NO_MAIL_PLC)

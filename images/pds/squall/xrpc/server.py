@@ -208,9 +208,11 @@ async def create_session(req: XrpcRequest) -> dict[str, Any]:
     identifier = _string(req, "identifier", max_length=512)
     password = _string(req, "password", max_length=4096)
     allow_takendown = req.field("allowTakendown", bool, required=False, default=False)
-    req.field("authFactorToken", str, required=False)
+    auth_factor_token = req.field("authFactorToken", str, required=False)
     ctx = req.ctx
     account, app_password = await ctx.login.login(identifier, password)
+    if app_password is None:  # e-mail two-factor (squall.mail): the account password wants a code too
+        await ctx.mail.check_sign_in(account, auth_factor_token)
     if account.is_takendown:
         if not allow_takendown:
             raise AuthRequired("Account has been taken down", "AccountTakedown")
@@ -221,11 +223,16 @@ async def create_session(req: XrpcRequest) -> dict[str, Any]:
         session, jti, exp = sessions.mint(ctx.issuer, account.did, app_password)
         await ctx.db.write(sessions.store_refresh_token, jti, account.did,
                            app_password.name if app_password else None, exp)
-    return _with_tokens(_session_view(req, account), session)
+    return _with_tokens(await _with_auth_factor(req, _session_view(req, account)), session)
 
 
 async def get_session(req: XrpcRequest) -> dict[str, Any]:
-    return _session_view(req, await _account(req))
+    return await _with_auth_factor(req, _session_view(req, await _account(req)))
+
+
+async def _with_auth_factor(req: XrpcRequest, view: dict[str, Any]) -> dict[str, Any]:
+    view["emailAuthFactor"] = await req.ctx.mail.auth_factor(view["did"])
+    return view
 
 
 async def refresh_session(req: XrpcRequest) -> dict[str, Any]:
@@ -236,7 +243,7 @@ async def refresh_session(req: XrpcRequest) -> dict[str, Any]:
     if account.is_takendown:
         raise AuthRequired("Account has been taken down", "AccountTakedown")
     session = await ctx.db.write(sessions.rotate, ctx.issuer, req.auth.refresh_jti, int(time.time()))
-    return _with_tokens(_session_view(req, account), session)
+    return _with_tokens(await _with_auth_factor(req, _session_view(req, account)), session)
 
 
 async def delete_session(req: XrpcRequest) -> None:
