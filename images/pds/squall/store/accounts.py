@@ -193,21 +193,6 @@ def email_exists(conn: sqlite3.Connection, email: str) -> bool:
 
 
 def did_for_email(conn: sqlite3.Connection, email: str) -> str | None:
-
-# -- used by e-mail (squall.mail) --
-
-import sqlite3 as _sqlite3  # noqa: E402  (kept in this block so the section merges on its own)
-
-
-def mail_confirm_email(conn: _sqlite3.Connection, did: str, email: str, confirmed_at: str) -> bool:
-    """Mark the address confirmed, if it is still the account's address."""
-    return conn.execute(
-        "UPDATE account SET email_confirmed_at = ? WHERE did = ? AND email = ? COLLATE NOCASE",
-        (confirmed_at, did, email),
-    ).rowcount == 1
-
-
-def mail_email_holder(conn: _sqlite3.Connection, email: str) -> str | None:
     row = conn.execute("SELECT did FROM account WHERE email = ?", (email,)).fetchone()
     return row[0] if row is not None else None
 
@@ -380,7 +365,25 @@ async def obs_get(db, did: str):
     return await db.fetchone(
         "SELECT did, handle, email, created_at, email_confirmed_at, deactivated_at, delete_after, takedown_ref, "
         "invites_disabled FROM account WHERE did = ?", (did,))
-def mail_set_email(conn: _sqlite3.Connection, did: str, email: str) -> None:
+
+
+# -- used by e-mail (squall.mail) --
+
+
+def mail_confirm_email(conn: sqlite3.Connection, did: str, email: str, confirmed_at: str) -> bool:
+    """Mark the address confirmed, if it is still the account's address."""
+    return conn.execute(
+        "UPDATE account SET email_confirmed_at = ? WHERE did = ? AND email = ? COLLATE NOCASE",
+        (confirmed_at, did, email),
+    ).rowcount == 1
+
+
+def mail_email_holder(conn: sqlite3.Connection, email: str) -> str | None:
+    row = conn.execute("SELECT did FROM account WHERE email = ?", (email,)).fetchone()
+    return row[0] if row is not None else None
+
+
+def mail_set_email(conn: sqlite3.Connection, did: str, email: str) -> None:
     """A new address starts unconfirmed; the same address (any case) keeps its confirmation."""
     conn.execute(
         "UPDATE account SET email_confirmed_at = CASE WHEN email = ? COLLATE NOCASE THEN email_confirmed_at END, "
@@ -389,6 +392,6 @@ def mail_set_email(conn: _sqlite3.Connection, did: str, email: str) -> None:
     )
 
 
-def mail_set_password_hash(conn: _sqlite3.Connection, did: str, password_hash: str) -> bool:
+def mail_set_password_hash(conn: sqlite3.Connection, did: str, password_hash: str) -> bool:
     return conn.execute("UPDATE account SET password_hash = ? WHERE did = ?",
                         (password_hash, did)).rowcount == 1

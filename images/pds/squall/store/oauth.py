@@ -124,10 +124,9 @@ async def get_session_owner(db: "Database", session_id: str) -> sqlite3.Row | No
     """``did, expires_at`` of a session (the resource server checks an access token's session is live)."""
     return await db.fetchone("SELECT did, expires_at FROM oauth_session WHERE id = ?", (session_id,))
 
+
 # -- used by e-mail (squall.mail): a password reset ends every OAuth grant too --
 
-import sqlite3 as _sqlite3  # noqa: E402  (kept in this block so the section merges on its own)
 
-
-def mail_revoke_oauth_sessions(conn: _sqlite3.Connection, did: str) -> None:
+def mail_revoke_oauth_sessions(conn: sqlite3.Connection, did: str) -> None:
     conn.execute("DELETE FROM oauth_session WHERE did = ?", (did,))

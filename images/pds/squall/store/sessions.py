@@ -54,10 +54,9 @@ def delete_refresh_tokens_of(conn: sqlite3.Connection, did: str) -> None:
 def delete_refresh_tokens_of_app_password(conn: sqlite3.Connection, did: str, app_password_name: str) -> None:
     conn.execute("DELETE FROM refresh_token WHERE did = ? AND app_password_name = ?", (did, app_password_name))
 
+
 # -- used by e-mail (squall.mail): a password reset ends every session --
 
-import sqlite3 as _sqlite3  # noqa: E402  (kept in this block so the section merges on its own)
 
-
-def mail_revoke_all_refresh_tokens(conn: _sqlite3.Connection, did: str) -> None:
+def mail_revoke_all_refresh_tokens(conn: sqlite3.Connection, did: str) -> None:
     conn.execute("DELETE FROM refresh_token WHERE did = ?", (did,))

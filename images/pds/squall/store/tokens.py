@@ -19,15 +19,6 @@ _SELECT = "SELECT token_hash, expires_at FROM account_token WHERE did = ? AND pu
 
 def put_account_token(conn: sqlite3.Connection, did: str, purpose: str, token_hash: str, expires_at: int) -> None:
     """Store the account's ``purpose`` token, replacing any earlier one."""
-
-# -- used by e-mail (squall.mail): a mailed deletion / PLC token is an account_token with the
-# e-mail lifetime, so deleteAccount and signPlcOperation consume it unchanged --
-
-import sqlite3 as _sqlite3  # noqa: E402  (kept in this block so the section merges on its own)
-
-
-def mail_put_account_token(conn: _sqlite3.Connection, did: str, purpose: str, token_hash: str,
-                           expires_at: int) -> None:
     conn.execute(
         "INSERT INTO account_token (did, purpose, token_hash, expires_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (did, purpose) DO UPDATE SET token_hash = excluded.token_hash, expires_at = excluded.expires_at",
@@ -53,3 +44,16 @@ def delete_account_token(conn: sqlite3.Connection, did: str, purpose: str) -> No
 
 def delete_account_tokens_of(conn: sqlite3.Connection, did: str) -> None:
     conn.execute("DELETE FROM account_token WHERE did = ?", (did,))
+
+
+# -- used by e-mail (squall.mail): a mailed deletion / PLC token is an account_token with the
+# e-mail lifetime, so deleteAccount and signPlcOperation consume it unchanged --
+
+
+def mail_put_account_token(conn: sqlite3.Connection, did: str, purpose: str, token_hash: str,
+                           expires_at: int) -> None:
+    conn.execute(
+        "INSERT INTO account_token (did, purpose, token_hash, expires_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (did, purpose) DO UPDATE SET token_hash = excluded.token_hash, expires_at = excluded.expires_at",
+        (did, purpose, token_hash, expires_at),
+    )
