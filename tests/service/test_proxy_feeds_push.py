@@ -209,7 +209,8 @@ def test_default_route_keeps_the_other_rules(world, c, user):
     # still: authentication first, protected methods never, unknown namespaces not implemented
     assert_error(c.get("/xrpc/com.atproto.identity.resolveIdentity", params={"identifier": "x"}),
                  401, "AuthenticationRequired")
-    assert_error(c.post("/xrpc/com.atproto.server.requestEmailUpdate", json={}, headers=user["headers"]),
+    assert_error(c.post("/xrpc/com.atproto.server.requestEmailUpdate", json={},
+                        headers={**user["headers"], "atproto-proxy": "did:web:api.bsky.app#bsky_appview"}),
                  400, "InvalidToken")
     assert_error(c.get("/xrpc/com.example.custom.getThing", headers=user["headers"]), 501, "MethodNotImplemented")
     assert world["appview"].requests() == []

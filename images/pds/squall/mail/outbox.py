@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..store import mail as mail_store
@@ -70,8 +71,8 @@ class MailSender:
                 more = await self.deliver_due()
                 if time.time() - last_sweep > 3600:
                     now = int(time.time())
-                    await self.db.write(mail_store.sweep, sent_before=now - KEEP_SENT,
-                                        failed_before=now - KEEP_FAILED, now=now)
+                    await self.db.write(partial(mail_store.sweep, sent_before=now - KEEP_SENT,
+                                                failed_before=now - KEEP_FAILED, now=now))
                     last_sweep = time.time()
             except asyncio.CancelledError:
                 raise

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import ratelimit
 from ..atproto import syntax
+from ..proxy.methods import is_protected
 from ..atproto.lexicon import LexiconValidationError
 from .errors import InvalidRequest, MethodNotImplemented, PayloadTooLarge, RateLimitExceeded, XRPCError
 from .request import XrpcRequest
@@ -135,6 +136,10 @@ async def dispatch(ctx: "AppContext", request: Request, nsid: str, fallback: Fal
             if proxied is not None:
                 return proxied  # the upstream's own rate-limit headers, if any, pass through as sent
         raise MethodNotImplemented()
+    if is_protected(nsid) and "atproto-proxy" in request.headers:
+        # As the reference: a request addressed to another service is refused for the methods
+        # that must only ever reach this PDS, even those it serves itself.
+        raise InvalidRequest("Bad token method", "InvalidToken")
     try:
         response = await _call(ctx, request, method, limits)
     except XRPCError as err:
