@@ -5,6 +5,7 @@
     squall-backup list [--json]           good backups on a target, oldest first
     squall-backup verify ID|latest        download and check every byte (and blob sizes; --deep: hashes)
     squall-backup restore ID|latest --target DIR [--force]
+    squall-backup drill [ID|latest]       restore into a temporary dir, boot a PDS on it, check it as a client
     squall-backup prune [--dry-run]       apply BACKUP_KEEP_HOURLY/DAILY/WEEKLY
     squall-backup keygen                  print a new age identity and its recipient
     squall-backup settings                print the table of every setting
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
                    "database and secrets there (stop the PDS first)")
     r.add_argument("--identity", type=Path, help="age identity file (default: $BACKUP_AGE_IDENTITY_FILE)")
     r.add_argument("--from", dest="source", help="target name (s3 or local; default: the first)")
+    d = sub.add_parser("drill", help="restore a backup into a temporary directory, boot a PDS on it on loopback "
+                       "and check it as a client would (repos, signatures, blobs, logins, firehose)")
+    d.add_argument("id", nargs="?", default="latest", help="backup id or 'latest' (default)")
+    d.add_argument("--identity", type=Path, help="age identity file (default: $BACKUP_AGE_IDENTITY_FILE)")
+    d.add_argument("--from", dest="source", help="target name (s3 or local; default: the first)")
+    d.add_argument("--workdir", type=Path, help="scratch directory (default: <data>/backups)")
+    d.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr = sub.add_parser("prune", help="apply the retention policy now")
     pr.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     sub.add_parser("keygen", help="print a new age identity (keep it secret) and its recipient")
@@ -114,6 +122,16 @@ def _dispatch(args, settings) -> int:
             report = engine.restore(args.id, args.target, force=args.force, identity=args.identity,
                                     target_name=args.source)
             print(json.dumps(report))
+        elif args.command == "drill":
+            from .drill import Progress
+            report = engine.drill(args.id, identity=args.identity, target_name=args.source,
+                                  progress=Progress(enabled=not args.quiet), workdir=args.workdir)
+            print(json.dumps(report))
+            if not args.quiet:
+                verdict = "PASSED" if report["ok"] else "FAILED"
+                print(f"drill {verdict} on backup {report['id']} in {report['duration_seconds']:.1f} s: "
+                      f"{report['summary']}", file=sys.stderr)
+            return 0 if report["ok"] else 1
         elif args.command == "prune":
             with engine.lock():
                 print(json.dumps(engine.prune(dry_run=args.dry_run)))
