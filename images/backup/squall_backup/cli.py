@@ -5,6 +5,7 @@
     squall-backup list [--json]           good backups on a target, oldest first
     squall-backup verify ID|latest        download and check every byte (and blob sizes; --deep: hashes)
     squall-backup restore ID|latest --target DIR [--force]
+    squall-backup restore --at TIMESTAMP|latest --target DIR   point in time, from the Litestream replica
     squall-backup drill [ID|latest]       restore into a temporary dir, boot a PDS on it, check it as a client
     squall-backup prune [--dry-run]       apply BACKUP_KEEP_HOURLY/DAILY/WEEKLY
     squall-backup keygen                  print a new age identity and its recipient
@@ -42,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--deep", action="store_true", help="also download and hash every blob")
     v.add_argument("--workdir", type=Path, help="scratch directory for the check")
     r = sub.add_parser("restore", help="restore a backup into an empty directory")
-    r.add_argument("id", help="backup id or 'latest'")
+    r.add_argument("id", nargs="?", help="backup id or 'latest' (not with --at)")
+    r.add_argument("--at", metavar="TIMESTAMP", help="point-in-time restore from the Litestream replica: an ISO "
+                   "8601 UTC time (2026-01-05T12:00:00Z) or 'latest'; secrets from the newest snapshot, blobs "
+                   "from the blob backup")
     r.add_argument("--target", type=Path, required=True, help="directory to restore into (a data volume)")
     r.add_argument("--force", action="store_true", help="restore into a non-empty directory, replacing the "
                    "database and secrets there (stop the PDS first)")
@@ -97,6 +101,7 @@ def _dispatch(args, settings) -> int:
     from .daemon import run_daemon
     from .engine import BackupFailed, Busy, Engine, RestoreError
     from .manifest import ManifestError
+    from .replicate import ReplicationError
     from .targets import TargetError
 
     if args.command == "run":
@@ -119,8 +124,17 @@ def _dispatch(args, settings) -> int:
                                    workdir=args.workdir)
             print(json.dumps(report))
         elif args.command == "restore":
-            report = engine.restore(args.id, args.target, force=args.force, identity=args.identity,
+            if (args.id is None) == (args.at is None):
+                print("squall-backup: restore needs a backup id (or 'latest') or --at TIMESTAMP, not both",
+                      file=sys.stderr)
+                return 2
+            if args.at is not None:
+                from .replicate import restore_at
+                report = restore_at(engine, args.at, args.target, force=args.force, identity=args.identity,
                                     target_name=args.source)
+            else:
+                report = engine.restore(args.id, args.target, force=args.force, identity=args.identity,
+                                        target_name=args.source)
             print(json.dumps(report))
         elif args.command == "drill":
             from .drill import Progress
@@ -141,7 +155,8 @@ def _dispatch(args, settings) -> int:
     except (BackupFailed, Aborted) as exc:
         print(f"squall-backup: {exc}", file=sys.stderr)
         return 1
-    except (ArchiveError, DecryptionFailed, IdentityError, ManifestError, RestoreError, TargetError) as exc:
+    except (ArchiveError, DecryptionFailed, IdentityError, ManifestError, ReplicationError, RestoreError,
+            TargetError) as exc:
         logs.error(f"{args.command}.failed", error=str(exc))
         print(f"squall-backup: {args.command} failed: {exc}", file=sys.stderr)
         return 1

@@ -88,6 +88,13 @@ def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, i
     now = clock()
     next_run = now if settings.run_on_start else schedule.next_after(None, now)
     drills = DrillClock(engine, settings)
+    replicator = None
+    if settings.replicate:
+        from .replicate import Replicator
+        replicator = Replicator(settings, engine.status, stop=threading.Event(), targets=engine.targets)
+        replicator.start()
+    else:
+        engine.status.update(replication=None)
     engine.status.update(state="idle", current_run=None, next_run_at=format_time(next_run),
                          drill_schedule=settings.drill_schedule, next_drill_at=drills.next_at(clock()),
                          drill_running=None, **engine._base_status())
@@ -126,6 +133,8 @@ def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, i
         engine.status.update(state="idle", next_run_at=format_time(next_run))
         if max_runs is not None and runs >= max_runs:
             break
+    if replicator is not None:
+        replicator.stop()
     engine.status.update(state="stopped", current_run=None, next_run_at=None, next_drill_at=None)
     logs.info("daemon.stopped")
     return 0

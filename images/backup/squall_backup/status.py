@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +46,8 @@ class StatusFile:
     def __init__(self, path: Path, clock) -> None:
         self.path = path
         self.clock = clock
+        # The daemon's loop and the replicator's thread both update the file.
+        self._lock = threading.Lock()
 
     def read(self) -> dict:
         try:
@@ -54,6 +57,10 @@ class StatusFile:
             return {}
 
     def update(self, **changes: object) -> dict:
+        with self._lock:
+            return self._update(changes)
+
+    def _update(self, changes: dict) -> dict:
         data = self.read()
         data.setdefault("last_success", None)
         data.setdefault("last_failure", None)
