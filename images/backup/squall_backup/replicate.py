@@ -135,6 +135,16 @@ def _local_txids(db_path: Path) -> list[tuple[int, float]]:
     return out
 
 
+def _die_with_parent() -> None:
+    """Litestream gets SIGTERM if the daemon dies without stopping it (e.g. SIGKILL), so a restarted
+    daemon never finds a second, orphaned Litestream on the same database (Linux prctl)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort on other systems
+        pass
+
+
 def _parse_time(value: str) -> float | None:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
@@ -244,7 +254,7 @@ class Replicator:
             started = time.monotonic()
             self.proc = subprocess.Popen([self.binary, "replicate", "-config", str(self.config_path)], env=self.env,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         start_new_session=True)
+                                         preexec_fn=_die_with_parent)
             threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
             self._publish(state="running", pid=self.proc.pid, started_at=format_time(datetime.now(timezone.utc)))
             next_check = time.monotonic() + 1.0
