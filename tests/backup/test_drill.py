@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from datetime import timedelta
 
 import pytest
 
@@ -18,6 +19,7 @@ from squall.atproto import dagcbor
 from squall.atproto.cid import CID
 from squall_backup.crypto import generate_identity
 from squall_backup.engine import Engine
+from squall_backup.manifest import format_time
 
 from tests.helpers.accounts import bearer, signup
 from tests.helpers.pds import PdsProcess
@@ -168,3 +170,46 @@ def test_drill_fails_naming_account_and_fault(world, moto_server, bucket, keys, 
     status = json.loads((data_dir / "backups" / "status.json").read_text())
     assert status["healthy"] is False
     assert any("restore drill" in r for r in status["unhealthy_reasons"])
+
+
+# -- the daemon's drill schedule -------------------------------------------------------------------
+
+def test_daemon_drills_after_the_first_backup_and_a_failed_drill_marks_backups_unhealthy(tmp_path):
+    from squall_backup.daemon import run_daemon
+
+    from .helpers import make_data_dir
+    # A volume that is not a PDS's database: the backup works, the drill's PDS cannot boot on it.
+    data = make_data_dir(tmp_path)
+    settings = settings_for(data, BACKUP_LOCAL_DIR=str(tmp_path / "offsite"), BACKUP_RUN_ON_START="true",
+                            BACKUP_DRILL_SCHEDULE="1d")
+    assert run_daemon(settings, install_signals=False, max_runs=1) == 0
+    status = json.loads((data / "backups" / "status.json").read_text())
+    assert status["last_success"] and status["consecutive_failures"] == 0
+    drill = status["last_drill"]
+    assert drill["ok"] is False and drill["summary"].startswith(("boot:", "integrity:", "repos:")), drill
+    assert status["healthy"] is False
+    assert any("restore drill" in r for r in status["unhealthy_reasons"]), status["unhealthy_reasons"]
+    assert status["drill_schedule"] == "1d"
+
+
+def test_scheduled_drill_is_skipped_without_the_identity_and_off_means_never(tmp_path, keys):
+    from squall_backup.daemon import DrillClock, run_daemon
+
+    from .helpers import make_data_dir
+    public, _ = keys
+    data = make_data_dir(tmp_path)
+    settings = settings_for(data, BACKUP_LOCAL_DIR=str(tmp_path / "offsite"), BACKUP_RUN_ON_START="true",
+                            BACKUP_AGE_RECIPIENTS=public)
+    run_daemon(settings, install_signals=False, max_runs=1)
+    status = json.loads((data / "backups" / "status.json").read_text())
+    assert status["last_drill"]["ok"] is None and "BACKUP_AGE_IDENTITY_FILE" in status["last_drill"]["skipped"]
+    assert status["healthy"] is True  # a skipped drill is not a failed one
+    # Weekly by default, counted from the last drill (a restart does not postpone it).
+    engine = Engine(settings)
+    clock = DrillClock(engine, settings)
+    from squall_backup.manifest import parse_time
+    at = parse_time(status["last_drill"]["at"])
+    assert clock.next_at(at) == format_time(at + timedelta(weeks=1))
+    assert not clock.due(at + timedelta(days=6)) and clock.due(at + timedelta(days=7, seconds=1))
+    off = settings_for(data, BACKUP_LOCAL_DIR=str(tmp_path / "offsite"), BACKUP_DRILL_SCHEDULE="off")
+    assert DrillClock(Engine(off), off).next_at(at) is None

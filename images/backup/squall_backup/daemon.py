@@ -131,6 +131,9 @@ def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, i
         runs += 1
         next_run = schedule.next_after(started, clock())
         engine.status.update(state="idle", next_run_at=format_time(next_run))
+        if not stop.is_set() and drills.due(clock()):  # e.g. the first drill, right after the first backup
+            drills.run()
+            engine.status.update(next_drill_at=drills.next_at(clock()))
         if max_runs is not None and runs >= max_runs:
             break
     if replicator is not None:
