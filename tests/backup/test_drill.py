@@ -109,6 +109,11 @@ def test_drill_passes_on_a_real_backup(world, moto_server, bucket, keys, capsys)
         assert c["seconds"] >= 0 and c["fault_count"] == 0
     status = json.loads((data_dir / "backups" / "status.json").read_text())
     assert status["last_drill"]["ok"] is True and status["healthy"] is True
+    # The PDS's admin status embeds it, for the dashboard.
+    with PdsProcess(data_dir) as pds, pds.client() as c:
+        backup = c.get("/xrpc/_admin/status", auth=("admin", pds.admin_password())).json()["backup"]
+    assert backup["last_drill"]["ok"] is True and backup["healthy"] is True
+    assert [c["name"] for c in backup["last_drill"]["checks"]] == list(checks)
     print("\ndrill timings: " + ", ".join(f"{c['name']} {c['seconds']:.2f}s" for c in report["checks"])
           + f"; total {report['duration_seconds']:.2f}s")
 
@@ -166,6 +171,7 @@ def test_drill_fails_naming_account_and_fault(world, moto_server, bucket, keys, 
     # The untouched account is not blamed.
     assert not any(acc == users["dan"]["did"] for _, acc, _ in faults), faults
     # Progress on stderr, one line per step, and the failure named there too.
+    print("\n" + p.stderr)
     assert "drill [" in p.stderr and users["cat"]["did"] in p.stderr and "FAILED" in p.stderr
     status = json.loads((data_dir / "backups" / "status.json").read_text())
     assert status["healthy"] is False
