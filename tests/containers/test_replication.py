@@ -81,7 +81,10 @@ def test_compose_replicates_drills_and_restores_after_the_volume_is_lost(engine:
         keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "litestream/")
                 .get("Contents", [])]
         assert keys and all(k.startswith(PREFIX + "litestream/pds.sqlite/") for k in keys), keys
-        # The restore drill inside the backup image: boots squall serve on the restored copy.
+        # A snapshot with the account in it (the one taken at start predates it), then the restore drill
+        # inside the backup image: it boots squall serve on the restored copy.
+        now = stack.exec("backup", "squall-backup", "now", timeout=180, check=False)
+        assert now.returncode == 0, now.stdout[-2000:] + now.stderr[-2000:]
         drill = stack.exec("backup", "squall-backup", "drill", "--quiet", timeout=300, check=False)
         assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-2000:]
         report = json.loads(drill.stdout.strip().splitlines()[-1])

@@ -20,7 +20,7 @@ supported"): the replica is the database in clear, account signing keys and pass
 ``encrypted: false``. Secrets (``<data>/secrets``) are not replicated; ``restore --at`` takes them from the
 newest (encrypted) snapshot, and the blobs from the blob backup, which the replicator keeps current.
 
-**Lag.** Every few seconds the replicator compares the newest transaction Litestream has recorded
+**Lag.** Every 30 s the replicator compares the newest transaction Litestream has recorded
 locally (its L0 files beside the database) with the newest one on the replica (``litestream ltx``):
 ``lag_seconds`` is 0 when the replica has everything, else the age of the oldest local transaction the
 replica lacks.
@@ -49,7 +49,7 @@ from .targets import LocalTarget, S3Target
 
 REPLICA_DIR = "litestream"
 MONITOR_INTERVAL = "100ms"
-STATUS_INTERVAL = 5.0
+STATUS_INTERVAL = 30.0  # `litestream ltx -level all` lists ~10 prefixes: ~0.9 M LIST requests a month
 BLOB_SYNC_INTERVAL = 30.0
 MAX_BACKOFF = 60.0
 FAILING_AFTER = 5  # restarts within FAILING_WINDOW
@@ -259,11 +259,13 @@ class Replicator:
             self._publish(state="running", pid=self.proc.pid, started_at=format_time(datetime.now(timezone.utc)))
             next_check = time.monotonic() + 1.0
             next_blobs = time.monotonic()
+            checks = 0
             while not self.stop_event.is_set() and self.proc.poll() is None:
                 now = time.monotonic()
                 if now >= next_check:
                     self._check_lag()
-                    next_check = now + STATUS_INTERVAL
+                    checks += 1  # soon after a start (1, 2, 4, 8, 16 s), then every STATUS_INTERVAL
+                    next_check = now + min(STATUS_INTERVAL, 2.0 ** checks)
                 if now >= next_blobs:
                     self._sync_blobs()
                     next_blobs = time.monotonic() + BLOB_SYNC_INTERVAL
@@ -352,7 +354,11 @@ def restore_at(engine, at: str, target_dir: Path, *, force: bool = False, identi
             raise RestoreError(f"{target_dir} is not empty ({', '.join(sorted(present)[:5])}); "
                                "restore into an empty directory or pass --force")
     target_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".squall-restore-", dir=target_dir.parent))
+    # As `restore`: stage beside the target (renames), or inside it (hidden) when it is a mount point.
+    stage_parent = target_dir.parent
+    if target_dir.is_dir() and os.stat(target_dir).st_dev != os.stat(target_dir.parent).st_dev:
+        stage_parent = target_dir
+    staging = Path(tempfile.mkdtemp(prefix=".squall-restore-", dir=stage_parent))
     try:
         binary = litestream_binary()
         config = write_config(settings, staging / ".litestream.yml")
