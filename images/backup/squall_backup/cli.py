@@ -5,6 +5,8 @@
     squall-backup list [--json]           good backups on a target, oldest first
     squall-backup verify ID|latest        download and check every byte (and blob sizes; --deep: hashes)
     squall-backup restore ID|latest --target DIR [--force]
+    squall-backup restore --at TIMESTAMP|latest --target DIR   point in time, from the Litestream replica
+    squall-backup drill [ID|latest]       restore into a temporary dir, boot a PDS on it, check it as a client
     squall-backup prune [--dry-run]       apply BACKUP_KEEP_HOURLY/DAILY/WEEKLY
     squall-backup keygen                  print a new age identity and its recipient
     squall-backup settings                print the table of every setting
@@ -41,12 +43,22 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--deep", action="store_true", help="also download and hash every blob")
     v.add_argument("--workdir", type=Path, help="scratch directory for the check")
     r = sub.add_parser("restore", help="restore a backup into an empty directory")
-    r.add_argument("id", help="backup id or 'latest'")
+    r.add_argument("id", nargs="?", help="backup id or 'latest' (not with --at)")
+    r.add_argument("--at", metavar="TIMESTAMP", help="point-in-time restore from the Litestream replica: an ISO "
+                   "8601 UTC time (2026-01-05T12:00:00Z) or 'latest'; secrets from the newest snapshot, blobs "
+                   "from the blob backup")
     r.add_argument("--target", type=Path, required=True, help="directory to restore into (a data volume)")
     r.add_argument("--force", action="store_true", help="restore into a non-empty directory, replacing the "
                    "database and secrets there (stop the PDS first)")
     r.add_argument("--identity", type=Path, help="age identity file (default: $BACKUP_AGE_IDENTITY_FILE)")
     r.add_argument("--from", dest="source", help="target name (s3 or local; default: the first)")
+    d = sub.add_parser("drill", help="restore a backup into a temporary directory, boot a PDS on it on loopback "
+                       "and check it as a client would (repos, signatures, blobs, logins, firehose)")
+    d.add_argument("id", nargs="?", default="latest", help="backup id or 'latest' (default)")
+    d.add_argument("--identity", type=Path, help="age identity file (default: $BACKUP_AGE_IDENTITY_FILE)")
+    d.add_argument("--from", dest="source", help="target name (s3 or local; default: the first)")
+    d.add_argument("--workdir", type=Path, help="scratch directory (default: <data>/backups)")
+    d.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr = sub.add_parser("prune", help="apply the retention policy now")
     pr.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     sub.add_parser("keygen", help="print a new age identity (keep it secret) and its recipient")
@@ -93,6 +105,7 @@ def _dispatch(args, settings) -> int:
     from .daemon import run_daemon
     from .engine import BackupFailed, Busy, Engine, RestoreError
     from .manifest import ManifestError
+    from .replicate import ReplicationError
     from .targets import TargetError
 
     if args.command == "run":
@@ -115,9 +128,28 @@ def _dispatch(args, settings) -> int:
                                    workdir=args.workdir)
             print(json.dumps(report))
         elif args.command == "restore":
-            report = engine.restore(args.id, args.target, force=args.force, identity=args.identity,
+            if (args.id is None) == (args.at is None):
+                print("squall-backup: restore needs a backup id (or 'latest') or --at TIMESTAMP, not both",
+                      file=sys.stderr)
+                return 2
+            if args.at is not None:
+                from .replicate import restore_at
+                report = restore_at(engine, args.at, args.target, force=args.force, identity=args.identity,
                                     target_name=args.source)
+            else:
+                report = engine.restore(args.id, args.target, force=args.force, identity=args.identity,
+                                        target_name=args.source)
             print(json.dumps(report))
+        elif args.command == "drill":
+            from .drill import Progress
+            report = engine.drill(args.id, identity=args.identity, target_name=args.source,
+                                  progress=Progress(enabled=not args.quiet), workdir=args.workdir)
+            print(json.dumps(report))
+            if not args.quiet:
+                verdict = "PASSED" if report["ok"] else "FAILED"
+                print(f"drill {verdict} on backup {report['id']} in {report['duration_seconds']:.1f} s: "
+                      f"{report['summary']}", file=sys.stderr)
+            return 0 if report["ok"] else 1
         elif args.command == "prune":
             with engine.lock():
                 print(json.dumps(engine.prune(dry_run=args.dry_run)))
@@ -127,7 +159,8 @@ def _dispatch(args, settings) -> int:
     except (BackupFailed, Aborted) as exc:
         print(f"squall-backup: {exc}", file=sys.stderr)
         return 1
-    except (ArchiveError, DecryptionFailed, IdentityError, ManifestError, RestoreError, TargetError) as exc:
+    except (ArchiveError, DecryptionFailed, IdentityError, ManifestError, ReplicationError, RestoreError,
+            TargetError) as exc:
         logs.error(f"{args.command}.failed", error=str(exc))
         print(f"squall-backup: {args.command} failed: {exc}", file=sys.stderr)
         return 1

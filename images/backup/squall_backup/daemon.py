@@ -15,7 +15,7 @@ from datetime import timedelta
 from . import logs
 from .archive import Aborted
 from .engine import BackupFailed, Busy, Engine, utcnow
-from .manifest import DATABASE_NAME, format_time
+from .manifest import DATABASE_NAME, format_time, parse_time
 from .schedule import parse_schedule
 
 POLL_SECONDS = 30.0
@@ -26,6 +26,53 @@ TRIGGER_POLL_SECONDS = 5.0
 # Before the PDS's first boot there is no database yet: look again soon rather than a whole
 # schedule period later (a fresh install with BACKUP_RUN_ON_START would otherwise wait an hour).
 DATABASE_WAIT_SECONDS = 10.0
+
+
+class DrillClock:
+    """When the daemon drills: ``BACKUP_DRILL_SCHEDULE`` counted from the last drill in status.json (so
+    a restart does not postpone it), the first one right after the first good backup."""
+
+    def __init__(self, engine: Engine, settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.schedule = None if settings.drill_schedule == "off" else parse_schedule(settings.drill_schedule)
+
+    def _next(self, now):
+        if self.schedule is None:
+            return None
+        data = self.engine.status.read()
+        if not data.get("last_success"):
+            return None  # nothing to drill yet; looked at again after every backup
+        last = data.get("last_drill") or {}
+        at = last.get("started_at") or last.get("at")
+        if not at:
+            return now
+        prev = parse_time(at)
+        if self.schedule.interval is not None:
+            return prev + self.schedule.interval
+        return self.schedule.next_after(prev, prev)
+
+    def next_at(self, now):
+        n = self._next(now)
+        return format_time(max(n, now)) if n is not None else None
+
+    def due(self, now) -> bool:
+        n = self._next(now)
+        return n is not None and n <= now
+
+    def run(self) -> None:
+        engine = self.engine
+        if engine.recipients and engine.settings.age_identity_file is None:
+            engine.drill_skipped("archives are encrypted and BACKUP_AGE_IDENTITY_FILE is not set on this server: "
+                                 "run `squall-backup drill --identity FILE` where the key is")
+            return
+        try:
+            engine.drill("latest")
+        except Exception as exc:  # noqa: BLE001 - the daemon must outlive a crashed drill
+            logs.error("drill.crashed", error=f"{type(exc).__name__}: {exc}")
+            engine.status.update(last_drill={"ok": False, "at": format_time(engine.clock()),
+                                             "summary": f"the drill crashed: {type(exc).__name__}: {exc}",
+                                             "checks": []})
 
 
 def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, install_signals: bool = True,
@@ -44,11 +91,25 @@ def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, i
     engine.announce()
     now = clock()
     next_run = now if settings.run_on_start else schedule.next_after(None, now)
-    engine.status.update(state="idle", current_run=None, next_run_at=format_time(next_run), **engine._base_status())
+    drills = DrillClock(engine, settings)
+    replicator = None
+    if settings.replicate:
+        from .replicate import Replicator
+        replicator = Replicator(settings, engine.status, stop=threading.Event(), targets=engine.targets)
+        replicator.start()
+    else:
+        engine.status.update(replication=None)
+    engine.status.update(state="idle", current_run=None, next_run_at=format_time(next_run),
+                         drill_schedule=settings.drill_schedule, next_drill_at=drills.next_at(clock()),
+                         drill_running=None, **engine._base_status())
     logs.info("daemon.start", schedule=settings.schedule, next_run_at=format_time(next_run),
               targets=[t.describe() for t in engine.targets], encrypted=bool(engine.recipients))
     runs = 0
     while not stop.is_set():
+        if drills.due(clock()):
+            drills.run()
+            engine.status.update(next_drill_at=drills.next_at(clock()))
+            continue
         delay = (next_run - clock()).total_seconds()
         trigger = settings.backups_dir / TRIGGER_NAME
         if delay > 0 and trigger.exists():
@@ -79,8 +140,13 @@ def run_daemon(settings, *, clock=utcnow, stop: threading.Event | None = None, i
         runs += 1
         next_run = schedule.next_after(started, clock())
         engine.status.update(state="idle", next_run_at=format_time(next_run))
+        if not stop.is_set() and drills.due(clock()):  # e.g. the first drill, right after the first backup
+            drills.run()
+            engine.status.update(next_drill_at=drills.next_at(clock()))
         if max_runs is not None and runs >= max_runs:
             break
-    engine.status.update(state="stopped", current_run=None, next_run_at=None)
+    if replicator is not None:
+        replicator.stop()
+    engine.status.update(state="stopped", current_run=None, next_run_at=None, next_drill_at=None)
     logs.info("daemon.stopped")
     return 0

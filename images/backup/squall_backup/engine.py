@@ -405,6 +405,26 @@ class Engine:
         logs.info("backup.verified", **report)
         return report
 
+    def drill(self, backup_id: str = "latest", *, identity: Path | None = None, target_name: str | None = None,
+              progress=None, workdir: Path | None = None) -> dict:
+        """Restore drill (see drill.py): boot a PDS on the backup and check it; the report goes to
+        status.json (``last_drill``; a failed drill makes ``healthy`` false)."""
+        from .drill import run_drill
+        started = self.clock()
+        self.status.update(drill_running={"id": backup_id, "started_at": format_time(started)})
+        try:
+            report = run_drill(self, backup_id, identity=identity, target_name=target_name, progress=progress,
+                               workdir=workdir, hostname=os.environ.get("PDS_HOSTNAME") or None,
+                               login_sample=self.settings.drill_login_sample)
+        finally:
+            self.status.update(drill_running=None)
+        self.status.update(last_drill=report)
+        return report
+
+    def drill_skipped(self, reason: str) -> None:
+        self.status.update(last_drill={"ok": None, "skipped": reason, "at": format_time(self.clock())})
+        logs.warning("drill.skipped", reason=reason)
+
     def _workdir(self) -> Path | None:
         return self.backups_dir if self.backups_dir.is_dir() else None
 

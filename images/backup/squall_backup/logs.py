@@ -66,3 +66,7 @@ def warning(event: str, **fields: object) -> None:
 
 def error(event: str, **fields: object) -> None:
     log(logging.ERROR, event, **fields)
+
+
+def debug(event: str, **fields: object) -> None:
+    log(logging.DEBUG, event, **fields)

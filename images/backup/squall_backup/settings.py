@@ -56,6 +56,22 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
      "byte and the database's integrity (needs BACKUP_AGE_IDENTITY_FILE when archives are encrypted)."),
     ("BACKUP_RUN_ON_START", "false", "`run` takes a backup as soon as it starts."),
     ("BACKUP_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    ("BACKUP_DRILL_SCHEDULE", "1w", "When the daemon runs a restore drill on the newest backup (boots a PDS "
+     "on it on loopback and checks every repo, blob and the firehose): an interval or a cron expression "
+     "like BACKUP_SCHEDULE, or `off`. A failed drill marks backups unhealthy in status.json. Needs "
+     "BACKUP_AGE_IDENTITY_FILE when archives are encrypted (else the drill is recorded as skipped)."),
+    ("BACKUP_DRILL_LOGIN_SAMPLE", "3", "Accounts whose login path a drill checks (stored argon2 hash parses, "
+     "a wrong password is refused with AuthenticationRequired)."),
+    ("BACKUP_REPLICATE", "false", "Stream the database continuously to the target with Litestream "
+     "(RPO about one second), as a supervised child of `squall-backup run`. The PDS then leaves WAL "
+     "checkpoints to Litestream (it reads this variable too)."),
+    ("BACKUP_REPLICATE_UNENCRYPTED", "false", "Required with BACKUP_REPLICATE: Litestream 0.5 cannot encrypt "
+     "its replica, so the replicated database (account signing keys, password hashes) is stored as is. "
+     "Setting it says you accept that (the snapshots stay age-encrypted)."),
+    ("BACKUP_REPLICATE_SYNC_INTERVAL_MS", "250", "How often Litestream ships new WAL frames to the replica, "
+     "milliseconds (100..60000). The RPO is about this plus one upload."),
+    ("BACKUP_REPLICATE_RETENTION", "72h", "How far back `restore --at` can go (Litestream snapshot "
+     "retention; `h` or `m` units)."),
 )
 
 KNOWN_VARIABLES = frozenset(name for name, _, _ in VARIABLES)
@@ -95,6 +111,29 @@ class Settings(BaseSettings):
     verify_after_upload: bool = True
     run_on_start: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    drill_schedule: str = "1w"
+    drill_login_sample: int = Field(3, ge=0, le=1000)
+    replicate: bool = False
+    replicate_unencrypted: bool = False
+    replicate_sync_interval_ms: int = Field(250, ge=100, le=60_000)
+    replicate_retention: str = "72h"
+
+    @field_validator("drill_schedule")
+    @classmethod
+    def _drill_schedule(cls, v: str) -> str:
+        if v.strip().lower() == "off":
+            return "off"
+        parse_schedule(v)
+        return v.strip()
+
+    @field_validator("replicate_retention")
+    @classmethod
+    def _retention(cls, v: str) -> str:
+        import re
+        v = v.strip().lower()
+        if not re.fullmatch(r"[1-9]\d*[hm]", v):
+            raise ValueError("must be a duration in hours or minutes, e.g. 72h or 90m")
+        return v
 
     @field_validator("schedule")
     @classmethod
@@ -199,6 +238,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("BACKUP_LOCAL_DIR: must not be the data directory itself")
     if settings.s3_multipart_chunk_mb > settings.s3_multipart_threshold_mb:
         raise SettingsError("BACKUP_S3_MULTIPART_CHUNK_MB: must not exceed BACKUP_S3_MULTIPART_THRESHOLD_MB")
+    if settings.replicate:
+        if not settings.replicate_unencrypted:
+            raise SettingsError("BACKUP_REPLICATE: Litestream cannot encrypt its replica, which holds the account "
+                                "signing keys and password hashes; set BACKUP_REPLICATE_UNENCRYPTED=true to accept "
+                                "an unencrypted replica on the target")
+        if settings.s3_bucket is None and settings.local_dir is None:
+            raise SettingsError("BACKUP_REPLICATE: needs a target, BACKUP_S3_BUCKET or BACKUP_LOCAL_DIR "
+                                "(a replica on the data volume would die with it)")
     return settings
 
 

@@ -93,7 +93,8 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
                 settings.secrets_directory,
                 secrets.generated_admin_password,
             )
-        db = Database(settings.database_path, readers=settings.db_readers, pds_version=__version__)
+        db = Database(settings.database_path, readers=settings.db_readers, pds_version=__version__,
+                      wal_autocheckpoint=settings.sqlite_wal_autocheckpoint)
         await db.open()
         hasher = make_hasher()
         issuer = TokenIssuer(secrets.jwt_secret, settings.service_did)

@@ -228,6 +228,9 @@ class Settings(BaseModel):
     rate_limit_bypass_ips: CommaList = []  # addresses or networks (CIDR) exempt from rate limits
     db_readers: int = Field(default=2, ge=1, le=16)
     metrics_enabled: bool = False  # /metrics (Prometheus); 404 when false (issue #14)
+    # SQLite's wal_autocheckpoint (pages). None: 1000 (SQLite's default), or 0 when the backup
+    # sidecar replicates with Litestream (BACKUP_REPLICATE=true), which must own checkpoints.
+    sqlite_wal_autocheckpoint: int | None = Field(default=None, ge=0, le=1_000_000)
 
     @field_validator("service_handle_domains", "crawlers", "rate_limit_bypass_ips", mode="before")
     @classmethod
@@ -348,6 +351,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         var = "PORT" if field == "port" and env.get("PORT") else f"PDS_{field.upper()}"
         raise ConfigError(f"{var}: {err['msg']}") from None
     _check_consistency(settings, env, warnings)
+    if settings.sqlite_wal_autocheckpoint is None:
+        replicated = env.get("BACKUP_REPLICATE", "").strip().lower() in ("1", "true", "yes", "on")
+        settings.sqlite_wal_autocheckpoint = 0 if replicated else 1000
     return settings, warnings
 
 

@@ -37,8 +37,11 @@ class StoreError(Exception):
 
 
 class Database:
-    def __init__(self, path: Path, *, readers: int = 2, pds_version: str = "unknown"):
+    def __init__(self, path: Path, *, readers: int = 2, pds_version: str = "unknown",
+                 wal_autocheckpoint: int | None = None):
         self.path = Path(path)
+        # 0 while Litestream replicates the database: it must own checkpoints (its docs).
+        self._wal_autocheckpoint = wal_autocheckpoint
         self._reader_count = readers
         self._pds_version = pds_version
         self._executor: ThreadPoolExecutor | None = None
@@ -72,6 +75,8 @@ class Database:
         conn.row_factory = sqlite3.Row
         for pragma in _PRAGMAS:
             conn.execute(pragma)
+        if self._wal_autocheckpoint is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={int(self._wal_autocheckpoint)}")
         try:
             self.schema_version = apply_migrations(conn, self._pds_version)
         except Exception:
