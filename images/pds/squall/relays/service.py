@@ -159,6 +159,8 @@ class RelayMonitor:
                 self.log.error("relay monitor: reading account events failed", extra={"error": _text(exc)})
 
     async def _self_check_loop(self) -> None:
+        # start() runs before the server listens: the first look at our public URL waits a little.
+        await asyncio.sleep(min(self.interval, 5.0))
         while True:
             await self._guard(self.run_self_checks(), None)
             await asyncio.sleep(self.interval)
