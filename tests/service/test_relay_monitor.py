@@ -130,6 +130,29 @@ def test_settings_are_checked_and_name_the_variable():
         assert str(err.value).startswith(f"{name}:") and "\n" not in str(err.value)
 
 
+def test_advancing_the_sequence_never_lowers_it(tmp_path):
+    from squall.store import sequencer
+    from squall.store.db import Database
+
+    async def run() -> None:
+        db = Database(tmp_path / "pds.sqlite")
+        await db.open()
+        try:
+            assert await db.write(sequencer.advance_next_seq, 40) == 40  # no event yet: the row is created
+            first = await db.write(sequencer.append_event, "did:web:a.localhost", "identity",
+                                   {"did": "did:web:a.localhost", "time": sequencer.now_iso()})
+            assert first == 41
+            assert await db.write(sequencer.advance_next_seq, 10) == 41  # below the floor: unchanged
+            assert await db.write(sequencer.advance_next_seq, 100) == 100
+            second = await db.write(sequencer.append_event, "did:web:a.localhost", "identity",
+                                    {"did": "did:web:a.localhost", "time": sequencer.now_iso()})
+            assert second == 101
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
 # -- host scenarios ----------------------------------------------------------------------------------
 
 
@@ -377,6 +400,9 @@ def test_late_relay_sees_the_reannounced_accounts_latest_commit_and_the_cli_show
     world.start(PDS_RELAY_MONITOR_INTERVAL="600")
     account = create_account(world.c, "late")
     did = account["did"]
+    # Checks run only when asked (interval 600 s, the start check is past): the account's creation
+    # pokes the monitor, which asks the relay about it shortly after.
+    wait(lambda: world.account_row(early, did), "the new account to be checked", timeout=10)
     for i in range(3):
         world.write_post(account, f"before the relay came {i}")
     latest = world.our_rev(did)
