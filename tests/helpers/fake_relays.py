@@ -143,7 +143,7 @@ class FakeRelay:
         except LexiconValidationError as exc:
             return _error(400, "InvalidRequest", str(exc))
         if self.hang:
-            await asyncio.sleep(self.hang_seconds)
+            await self._hang()
         with self.lock:
             if params["hostname"] != self.pds_hostname or not self.known_host:
                 return _error(404, "HostNotFound", f"unknown host {params['hostname']}")
@@ -158,7 +158,7 @@ class FakeRelay:
         except LexiconValidationError as exc:
             return _error(400, "InvalidRequest", str(exc))
         if self.hang:
-            await asyncio.sleep(self.hang_seconds)
+            await self._hang()
         did = params["did"]
         with self.lock:
             view = self.repos.get(did)
@@ -172,6 +172,11 @@ class FakeRelay:
             if view.rev is not None:
                 out["rev"] = view.rev
             return JSONResponse(out)
+
+    async def _hang(self) -> None:
+        deadline = time.monotonic() + self.hang_seconds
+        while time.monotonic() < deadline and not self._stopping:
+            await asyncio.sleep(0.05)
 
     async def _list_hosts(self, request: Request) -> Response:
         try:

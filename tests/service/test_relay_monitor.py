@@ -388,6 +388,8 @@ def test_admin_routes_refuse_bad_input_and_other_credentials(world):
     assert r.status_code == 400 and r.json()["error"] == "InvalidRequest"
     r = world.c.post("/xrpc/_admin/relays/announce", json={"did": "did:web:nobody.localhost"}, auth=world.admin)
     assert r.status_code == 404 and r.json()["error"] == "AccountNotFound"
+    r = world.c.post("/xrpc/_admin/relays/check", json={"did": "did:web:nobody.localhost"}, auth=world.admin)
+    assert r.status_code == 404 and r.json()["error"] == "AccountNotFound"
     r = world.c.get("/xrpc/_admin/relays", params={"accounts": "maybe"}, auth=world.admin)
     assert r.status_code == 400
 

@@ -456,6 +456,8 @@ class RelayMonitor:
 
     async def check_now(self, relay: str | None = None, did: str | None = None) -> RelaysStatus:
         """Run the checks now (the host check and an account pass, or just ``did``) and return the status."""
+        if did is not None and not await accounts_store.account_exists(self.db, did):
+            raise NotFound(f"no account {did} on this PDS", "AccountNotFound")
         for url in self._targets(relay):
             if did is None:
                 await self.check_relay(url)
