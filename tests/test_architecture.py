@@ -20,7 +20,8 @@ import pytest
 PDS_ROOT = Path(__file__).resolve().parents[1] / "images" / "pds"
 
 STORE_PACKAGES = ("squall.store",)
-DOMAIN_PACKAGES = ("accounts", "repo", "identity", "blobs", "firehose", "auth", "store", "oauth", "proxy")
+DOMAIN_PACKAGES = ("accounts", "repo", "identity", "blobs", "firehose", "auth", "store", "oauth", "proxy",
+                   "relays")
 WEB_PACKAGE = "squall.xrpc"
 
 # A string literal that is a SQL statement: a statement keyword followed by what that statement

@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import logs
 from .archive import Aborted, ArchiveError, archive_name, read_archive, write_archive
@@ -37,6 +38,9 @@ from .retention import select_keep
 from .snapshot import database_entry, list_blobs, snapshot_database, stage_secrets, write_atomic
 from .status import StatusFile
 from .targets import LocalTarget, S3Target, Target, TargetError, build_targets
+
+if TYPE_CHECKING:
+    from .progress import Progress
 
 
 def utcnow() -> datetime:

@@ -45,7 +45,6 @@ from typing import Any
 from . import logs
 from .manifest import DATABASE_NAME, FileEntry, format_time
 from .snapshot import list_blobs, write_atomic
-from .targets import LocalTarget, S3Target
 
 REPLICA_DIR = "litestream"
 MONITOR_INTERVAL = "100ms"

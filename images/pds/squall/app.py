@@ -45,9 +45,10 @@ from .xrpc.registry import Auth, Registry
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order (stopped in reverse). Imported here, not at module level,
     so importing squall.app stays light."""
-    from . import admin_web, firehose, identity, mail, oauth, ratelimit, repo
+    from . import admin_web, firehose, identity, mail, oauth, ratelimit, relays, repo
     from .xrpc import mail as mail_xrpc
     from .xrpc import admin, blobs, migration, preferences, proxy, server, sync, temp
+    from .xrpc import relays as relays_xrpc
     from .xrpc import identity as identity_xrpc
     from .xrpc import repo as repo_xrpc
 
@@ -69,6 +70,8 @@ def feature_modules() -> list[ModuleType]:
         admin,  # com.atproto.admin, takedowns, account deletion
         migration,  # account migration in and out (importRepo, PLC operations)
         oauth,  # atproto OAuth: authorization server and DPoP resource server
+        relays,  # the relay monitor (background checks; poked by account events)
+        relays_xrpc,  # its admin routes
         admin_web,  # the operator's dashboard at /admin (calls the admin methods' handlers)
     ]
 
@@ -264,6 +267,7 @@ async def _admin_status(ctx: AppContext) -> dict[str, Any]:
         "firehose": {"seq": seq},
         "backup": _backup_status(ctx.settings.data_directory),
         "mail": await ctx.mail.status(),
+        "relays": (await ctx.relays.status()).to_json() if ctx.relays is not None else None,
     }
     return status
 

@@ -288,6 +288,100 @@ def _crawl_request(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _admin_json(base: str, path: str, password: str, *, body: dict | None = None, params: dict | None = None,
+                method: str = "POST") -> dict:
+    """Call an admin route under /xrpc/_admin/ (the relay monitor's)."""
+    return _xrpc(base, path, body=body, auth=("admin", password), method=method, params=params)
+
+
+def _print_relays(status: dict, *, accounts: bool) -> None:
+    relays = status.get("relays") or []
+    if not relays:
+        print("no relays watched (set PDS_CRAWLERS or PDS_RELAY_MONITOR_URLS)")
+    for relay in relays:
+        lag = relay.get("lag")
+        print(f"{relay['url']}")
+        print(f"  status:    {relay['status']}{' - ' + relay['message'] if relay.get('message') else ''}")
+        print(f"  host:      {relay.get('hostStatus') or '-'}; their seq {relay.get('theirSeq')}, ours "
+              f"{relay.get('ourSeq')}, lag {lag if lag is not None else '-'}; accounts "
+              f"{relay.get('accountCount')}/{relay.get('accountLimit')}")
+        rates = ", ".join(f"{r['events']}/{r['limit']} per {r['windowSeconds']}s" for r in relay.get("eventRate") or [])
+        print(f"  our rate:  {rates or '-'}")
+        print(f"  checked:   {relay.get('lastChecked') or 'never'}; clock skew {relay.get('clockSkewMs')} ms")
+        for warning in relay.get("warnings") or []:
+            print(f"  warning:   {warning}")
+        if relay.get("accounts"):
+            print("  accounts:  " + ", ".join(f"{n} {state}" for state, n in sorted(relay["accounts"].items())))
+        for action in (relay.get("actions") or [])[:5]:
+            print(f"  action:    {action['at']} {action['action']} {action.get('did') or ''} ({action['reason']}): "
+                  f"{action['result']}")
+    for check in status.get("selfChecks") or []:
+        print(f"self-check {check['name']}: {'ok' if check['ok'] else 'FAILED'} - {check['detail']}")
+    if accounts:
+        for row in status.get("accounts") or []:
+            print(f"{row['relay']}  {row.get('handle') or row['did']}: {row['status']}"
+                  f"{' - ' + row['message'] if row.get('message') else ''}"
+                  f"{'; action ' + row['action'] if row.get('action') else ''}")
+
+
+def _relay_status(args: argparse.Namespace) -> int:
+    import json
+
+    base, password = _admin_target()
+    params = {"accounts": "true" if args.accounts else "false"}
+    if args.relay:
+        params["relay"] = args.relay
+    status = _admin_json(base, "_admin/relays", password, method="GET", params=params)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        _print_relays(status, accounts=args.accounts)
+    return 0
+
+
+def _relay_check(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    body: dict = {}
+    if args.relay:
+        body["relay"] = args.relay
+    _print_relays(_admin_json(base, "_admin/relays/check", password, body=body), accounts=True)
+    return 0
+
+
+def _relay_announce(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    did = _resolve_account(base, args.account)
+    data = _admin_json(base, "_admin/relays/announce", password, body={"did": did})
+    print(f"re-announced {did}: events {', '.join(map(str, data['seqs']))} (#identity, #sync, #account)")
+    return 0
+
+
+def _relay_crawl(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    body = {"relay": args.relay} if args.relay else {}
+    failed = 0
+    for result in _admin_json(base, "_admin/relays/request-crawl", password, body=body)["results"]:
+        print(f"{result['relay']}: {'requested' if result['ok'] else 'FAILED'} ({result['detail']})")
+        failed += not result["ok"]
+    return 1 if failed else 0
+
+
+def _relay_advance(args: argparse.Namespace) -> int:
+    base, password = _admin_target()
+    plan = _admin_json(base, "_admin/relays/advance-sequence", password, body={"relay": args.relay, "confirm": False})
+    print(plan["message"])
+    if plan["theirSeq"] <= plan["ourSeq"]:
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError("advancing the sequence cannot be undone: add --yes to confirm")
+        if input("Advance our sequence? Type yes to confirm: ").strip() != "yes":
+            raise CliError("not confirmed; nothing was changed")
+    done = _admin_json(base, "_admin/relays/advance-sequence", password, body={"relay": args.relay, "confirm": True})
+    print(done["message"])
+    return 0
+
+
 def _operator(func):
     def run(args: argparse.Namespace) -> int:
         try:
@@ -388,6 +482,31 @@ def build_parser() -> argparse.ArgumentParser:
     invite_list = invite_sub.add_parser("list", help="list invite codes, newest first")
     invite_list.add_argument("--limit", type=int, default=100, help="how many (1-500, default 100)")
     invite_list.set_defaults(func=_operator(_invite_list))
+
+    relay = sub.add_parser("relay", help="what the relays see of this PDS, and fixing it (the relay monitor)")
+    relay.set_defaults(func=_help(relay))
+    relay_sub = relay.add_subparsers(dest="relay_command", metavar="COMMAND")
+    relay_status = relay_sub.add_parser("status", help="each relay's view of this host (and, with --accounts, "
+                                                       "of each account)")
+    relay_status.add_argument("--accounts", action="store_true", help="show every account on every relay")
+    relay_status.add_argument("--relay", help="only this relay (its URL)")
+    relay_status.add_argument("--json", action="store_true", help="print the status as JSON")
+    relay_status.set_defaults(func=_operator(_relay_status))
+    relay_check = relay_sub.add_parser("check", help="run the relay checks now and show the result")
+    relay_check.add_argument("--relay", help="only this relay (its URL)")
+    relay_check.set_defaults(func=_operator(_relay_check))
+    relay_announce = relay_sub.add_parser("announce", help="re-announce an account to the relays "
+                                                           "(#identity, #sync, #account)")
+    relay_announce.add_argument("account", help="DID or handle")
+    relay_announce.set_defaults(func=_operator(_relay_announce))
+    relay_crawl = relay_sub.add_parser("crawl", help="ask the relays to crawl this PDS now (requestCrawl)")
+    relay_crawl.add_argument("--relay", help="only this relay (its URL)")
+    relay_crawl.set_defaults(func=_operator(_relay_crawl))
+    relay_advance = relay_sub.add_parser("advance-seq", help="move our event sequence past a relay's "
+                                                             "(when our sequence went backwards) and re-announce")
+    relay_advance.add_argument("relay", help="the relay's URL")
+    relay_advance.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    relay_advance.set_defaults(func=_operator(_relay_advance))
 
     admin = sub.add_parser("admin", help="admin credential tools")
     admin.set_defaults(func=_help(admin))

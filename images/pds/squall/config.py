@@ -198,6 +198,12 @@ class Settings(BaseModel):
     # Firehose: frames a live subscriber may have waiting before it is cut off as too slow
     # (default: SQUALL_FIREHOSE_QUEUE_FRAMES, 2000).
     max_subscription_buffer: int | None = Field(default=None, gt=0)
+    # Relay monitor (squall.relays): relays watched besides PDS_CRAWLERS, seconds between checks,
+    # and the per-host limits the relays publish (shown beside our own account count and event rate).
+    relay_monitor_urls: CommaList = []
+    relay_monitor_interval: float = Field(default=600.0, gt=0)
+    relay_monitor_account_limit: int = Field(default=100, ge=1)
+    relay_monitor_event_limits: str = "50/s,1500/h,10000/d"
     # Account migration into this server
     accepting_repo_imports: bool = True
     max_repo_import_size: int = Field(default=1 << 30, gt=0)
@@ -232,7 +238,7 @@ class Settings(BaseModel):
     # sidecar replicates with Litestream (BACKUP_REPLICATE=true), which must own checkpoints.
     sqlite_wal_autocheckpoint: int | None = Field(default=None, ge=0, le=1_000_000)
 
-    @field_validator("service_handle_domains", "crawlers", "rate_limit_bypass_ips", mode="before")
+    @field_validator("service_handle_domains", "crawlers", "rate_limit_bypass_ips", "relay_monitor_urls", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -289,6 +295,22 @@ class Settings(BaseModel):
     @property
     def secrets_directory(self) -> Path:
         return self.data_directory / "secrets"
+
+
+_LIMIT_WINDOWS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_event_limits(text: str) -> dict[int, int]:
+    """``50/s,1500/h,10000/d`` → {window seconds: events}. Raises ValueError saying what is wrong."""
+    limits: dict[int, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        count, _, unit = part.partition("/")
+        if not count.strip().isdigit() or unit.strip() not in _LIMIT_WINDOWS or int(count) < 1:
+            raise ValueError(f"{part!r} is not a limit like 50/s, 1500/h or 10000/d")
+        limits[_LIMIT_WINDOWS[unit.strip()]] = int(count)
+    return limits
 
 
 def _is_ip(value: str) -> bool:
@@ -437,6 +459,13 @@ def _check_consistency(s: Settings, env: Mapping[str, str], warnings: list[str])
     for crawler in s.crawlers:
         if not crawler.startswith(("https://", "http://")):
             fail("PDS_CRAWLERS", f"{crawler!r} must be an http(s) URL")
+    for relay in s.relay_monitor_urls:
+        if not relay.startswith(("https://", "http://")):
+            fail("PDS_RELAY_MONITOR_URLS", f"{relay!r} must be an http(s) URL")
+    try:
+        parse_event_limits(s.relay_monitor_event_limits)
+    except ValueError as exc:
+        fail("PDS_RELAY_MONITOR_EVENT_LIMITS", str(exc))
     if s.recovery_did_key is not None:
         from .atproto.crypto import PublicKey  # only when set: keeps config import light
 

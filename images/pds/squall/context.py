@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the service types, for annotations only: features import th
     from .oauth.provider import OAuthProvider
     from .proxy.service import ProxyService
     from .ratelimit import RateLimiter
+    from .relays.service import RelayMonitor
     from .repo.service import RepoService
     from .xrpc.registry import Registry
 
@@ -63,4 +64,5 @@ class AppContext:
     repo: "RepoService" = field(init=False)
     proxy: "ProxyService" = field(init=False)
     oauth: "OAuthProvider" = field(init=False)
+    relays: "RelayMonitor | None" = None  # set by squall.relays (the relay monitor)
     admin_web: "AdminWeb" = field(init=False)

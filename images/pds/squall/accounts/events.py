@@ -42,3 +42,6 @@ async def wake_firehose(ctx: "AppContext") -> None:
     result = firehose.notify()
     if inspect.isawaitable(result):
         await result
+    relays = getattr(ctx, "relays", None)
+    if relays is not None:  # the relay monitor checks the accounts these events concern
+        relays.poke()

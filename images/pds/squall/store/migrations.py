@@ -281,8 +281,66 @@ CREATE TABLE email_auth_factor (
 ) WITHOUT ROWID;
 """
 
+# v10: the relay monitor.
+_V10 = """
+-- The relay monitor (squall.relays): what each relay reported of this host, the lag history,
+-- each relay's view of each local account, the actions taken, and the self-checks.
+CREATE TABLE relay_host (
+  relay          TEXT PRIMARY KEY,                -- the relay's base URL
+  checked_at     REAL,                            -- unix seconds of the last host check
+  status         TEXT NOT NULL,                   -- squall.relays.model.HOST_STATES
+  message        TEXT,
+  host_status    TEXT,                            -- what the relay said (active, idle, offline, throttled, banned)
+  their_seq      INTEGER,
+  our_seq        INTEGER,
+  account_count  INTEGER,
+  clock_skew_ms  INTEGER,                         -- their Date header minus our clock
+  last_error     TEXT,
+  last_crawl_at  REAL,                            -- the last requestCrawl we sent it
+  warnings       TEXT                             -- JSON list of strings
+);
+CREATE TABLE relay_lag (
+  relay      TEXT NOT NULL,
+  checked_at REAL NOT NULL,
+  our_seq    INTEGER NOT NULL,
+  their_seq  INTEGER NOT NULL
+);
+CREATE INDEX relay_lag_relay ON relay_lag(relay, checked_at);
+CREATE TABLE relay_account (
+  relay        TEXT NOT NULL,
+  did          TEXT NOT NULL REFERENCES account(did) ON DELETE CASCADE,
+  status       TEXT NOT NULL,                     -- squall.relays.model.ACCOUNT_STATES
+  message      TEXT,
+  their_active INTEGER,
+  their_status TEXT,
+  their_rev    TEXT,
+  our_rev      TEXT,
+  checked_at   REAL NOT NULL,
+  behind_since REAL,                              -- first check that saw their rev behind ours
+  action       TEXT,
+  action_at    REAL,
+  PRIMARY KEY (relay, did)
+) WITHOUT ROWID;
+CREATE INDEX relay_account_did ON relay_account(did);
+CREATE TABLE relay_action (
+  id     INTEGER PRIMARY KEY,
+  at     REAL NOT NULL,
+  relay  TEXT,                                    -- NULL: every relay
+  did    TEXT,
+  action TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  result TEXT NOT NULL
+);
+CREATE TABLE relay_self_check (
+  name       TEXT PRIMARY KEY,                    -- describeServer, subscribeRepos
+  ok         INTEGER NOT NULL,
+  detail     TEXT NOT NULL,
+  checked_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7),
-                                           (8, _V8), (9, _V9))
+                                           (8, _V8), (9, _V9), (10, _V10))
 LATEST = MIGRATIONS[-1][0]
 
 

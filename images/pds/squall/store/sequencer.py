@@ -88,3 +88,41 @@ async def max_seq(db: "Database") -> int | None:
     """The newest event's seq, None when none was ever sequenced (the admin status page)."""
     row = await db.fetchone("SELECT MAX(seq) AS seq FROM repo_seq")
     return row["seq"]
+
+
+# -- used by the relay monitor (squall.relays) --
+
+
+async def account_events_after(db: "Database", after: int, limit: int) -> list[sqlite3.Row]:
+    """(seq, did, event_type) of #identity, #account and #sync events after ``after``, oldest first:
+    the account changes (creation, activation, handle change, import) a relay should pick up."""
+    return await db.fetchall(
+        "SELECT seq, did, event_type FROM repo_seq WHERE seq > ? AND event_type IN ('identity', 'account', 'sync') "
+        "ORDER BY seq LIMIT ?", (after, limit))
+
+
+async def count_events_since(db: "Database", time: str) -> int:
+    """How many events were sequenced at or after ``time`` (our event rate, beside a relay's limits)."""
+    row = await db.fetchone("SELECT COUNT(*) AS n FROM repo_seq WHERE sequenced_at >= ?", (time,))
+    return int(row["n"]) if row is not None else 0
+
+
+def next_seq_floor(conn: sqlite3.Connection) -> int:
+    """The seq the last event got or that was reserved (AUTOINCREMENT's high-water mark): the next
+    event gets a larger one."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'repo_seq'").fetchone()
+    stored = conn.execute("SELECT MAX(seq) FROM repo_seq").fetchone()[0] or 0
+    return max(int(row[0]) if row is not None else 0, int(stored))
+
+
+def advance_next_seq(conn: sqlite3.Connection, past: int) -> int:
+    """Make the next event's seq larger than ``past`` (never lowers it); returns the new floor.
+
+    The reference's desync fix edits ``sqlite_sequence`` by hand; here it is one writer step, in the
+    caller's transaction, next to the events that re-announce the accounts."""
+    floor = next_seq_floor(conn)
+    if past <= floor:
+        return floor
+    if conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'repo_seq'", (past,)).rowcount == 0:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('repo_seq', ?)", (past,))
+    return past
