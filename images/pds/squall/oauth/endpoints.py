@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ..ratelimit import consume_sign_in
+from ..auth.scopes import RESOURCES, describe
 from .clients import SUPPORTED_SCOPES
 from .dpop import DpopError
 from .errors import OAuthError
@@ -29,13 +30,18 @@ MAX_FORM_BYTES = 64 * 1024
 CSRF_COOKIE = "squall_oauth_csrf"
 AUTHORIZE_PATH = "/oauth/authorize"
 
-SCOPE_DESCRIPTIONS = {
-    "atproto": "Know which account you are (your DID and handle)",
-    "transition:generic": "Read and write your posts, likes, follows and other records, and upload media "
-                          "(everything except managing your account itself)",
-    "transition:chat.bsky": "Read and send your direct messages",
-    "transition:email": "See your e-mail address",
-}
+
+
+def consent_item(scope: str, sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One requested scope for the consent page: its words, and for a permission set its title,
+    detail and the permissions it expands to."""
+    if scope.startswith("include:"):
+        nsid = scope[len("include:"):].split("?", 1)[0]
+        entry = sets.get(nsid)
+        if entry is not None:
+            return {"text": entry.get("title") or f"The permission set {nsid}", "detail": entry.get("detail"),
+                    "parts": [describe(s) for s in entry["scopes"]], "scope": scope}
+    return {"text": describe(scope), "detail": None, "parts": [], "scope": scope}
 
 
 def _templates() -> Any:
@@ -53,7 +59,7 @@ def server_metadata(provider: OAuthProvider) -> dict[str, Any]:
         "token_endpoint": provider.endpoint("/oauth/token"),
         "pushed_authorization_request_endpoint": provider.endpoint("/oauth/par"),
         "revocation_endpoint": provider.endpoint("/oauth/revoke"),
-        "scopes_supported": list(SUPPORTED_SCOPES),
+        "scopes_supported": [*SUPPORTED_SCOPES, *RESOURCES],
         "subject_types_supported": ["public"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "fragment"],
@@ -198,11 +204,13 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
 
     def consent_page(pending: PendingRequest, csrf: str, *, status: int = 200, error: str | None = None,
                      identifier: str = "") -> HTMLResponse:
-        scopes = pending.params["scope"].split(" ")
+        requested = pending.params.get("requested_scope", pending.params["scope"]).split(" ")
+        sets = {entry["nsid"]: entry for entry in pending.params.get("permission_sets", [])}
+        scopes = [consent_item(s, sets) for s in requested]
         return page("authorize.html", status, form_action=_origin(pending.params["redirect_uri"]), csrf=csrf,
                     client_name=pending.client.name, client_id=pending.client.client_id,
                     client_uri=pending.client.uri, is_loopback=pending.client.is_loopback,
-                    scopes=[SCOPE_DESCRIPTIONS.get(s, s) for s in scopes],
+                    scopes=scopes,
                     identifier=identifier or pending.params.get("login_hint", ""),
                     request_uri=f"urn:ietf:params:oauth:request_uri:req-{pending.id}", csrf_token=csrf,
                     error=error, action=AUTHORIZE_PATH, server=urlsplit(provider().issuer).netloc)

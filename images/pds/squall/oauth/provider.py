@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..accounts.sessions import LoginChecker
+from ..auth import scopes as permission_scopes
 from ..errors import DomainError
 from ..store import accounts as account_store
 from ..store import oauth as store
@@ -58,7 +59,7 @@ class PendingRequest:
 
 
 class OAuthProvider:
-    def __init__(self, *, settings: Any, db: Any, hasher: Any, jwt_secret: str):
+    def __init__(self, *, settings: Any, db: Any, hasher: Any, jwt_secret: str, lexicons: Any = None):
         self.issuer = settings.public_url
         self.settings = settings
         self.db = db
@@ -68,12 +69,15 @@ class OAuthProvider:
         self.tokens = AccessTokens(jwt_secret, issuer=self.issuer, audience=settings.service_did)
         self._assertions = ReplayCache(10_000)
         self._login = LoginChecker(db, hasher)
+        self.lexicons = lexicons  # squall.oauth.lexicons.LexiconResolver, for include: scopes
 
     def __repr__(self) -> str:
         return "OAuthProvider(<redacted>)"
 
     async def close(self) -> None:
         await self.clients.close()
+        if self.lexicons is not None:
+            await self.lexicons.close()
 
     def endpoint(self, path: str) -> str:
         return f"{self.issuer}{path}"
@@ -104,14 +108,10 @@ class OAuthProvider:
             redirect_uri = client.redirect_uris[0]
         if not client.redirect_allowed(redirect_uri):
             raise OAuthError("invalid_request", "redirect_uri is not registered for this client")
-        scopes = parse_scope(form.get("scope"))
-        if "atproto" not in scopes:
+        requested = permission_scopes.split(form.get("scope"))
+        if "atproto" not in requested:
             raise OAuthError("invalid_scope", "scope must include atproto")
-        for scope in scopes:
-            if scope not in SUPPORTED_SCOPES:
-                raise OAuthError("invalid_scope", f"Unsupported scope {scope!r}")
-            if scope not in client.scopes:
-                raise OAuthError("invalid_scope", f"Scope {scope!r} is not declared in the client metadata")
+        granted, permission_sets = await self._grantable(client, requested)
         response_mode = form.get("response_mode", "query")
         if response_mode not in ("query", "fragment"):
             raise OAuthError("invalid_request", "response_mode must be query or fragment")
@@ -120,7 +120,8 @@ class OAuthProvider:
             raise OAuthError("invalid_request", "login_hint is too long")
         if form.get("dpop_jkt") and form["dpop_jkt"] != proof.jkt:
             raise OAuthError("invalid_dpop_proof", "dpop_jkt does not match the DPoP proof's key")
-        params = {"redirect_uri": redirect_uri, "scope": " ".join(sorted(scopes, key=_scope_order)),
+        params = {"redirect_uri": redirect_uri, "scope": " ".join(sorted(granted, key=_scope_order)),
+                  "requested_scope": " ".join(requested), "permission_sets": permission_sets,
                   "state": state, "code_challenge": form["code_challenge"], "response_mode": response_mode,
                   "login_hint": login_hint}
         request_id = secrets.token_urlsafe(24)
@@ -133,6 +134,30 @@ class OAuthProvider:
 
         await self.db.write(insert)
         return {"request_uri": REQUEST_URI_PREFIX + request_id, "expires_in": PAR_TTL}
+
+    async def _grantable(self, client: Client, requested: list[str]) -> tuple[set[str], list[dict[str, Any]]]:
+        """The concrete scopes a request asks for (permission sets expanded) and the sets themselves
+        (for the consent page); OAuthError(invalid_scope) for any scope that is not valid permission
+        syntax, not declared by the client, or an unusable permission set."""
+        granted: set[str] = set()
+        sets: list[dict[str, Any]] = []
+        for scope in requested:
+            try:
+                parsed = permission_scopes.parse(scope)
+            except permission_scopes.ScopeError as exc:
+                raise OAuthError("invalid_scope", str(exc)) from None
+            if scope not in client.scopes:
+                raise OAuthError("invalid_scope", f"Scope {scope!r} is not declared in the client metadata")
+            if isinstance(parsed, permission_scopes.IncludeScope):
+                if self.lexicons is None:
+                    raise OAuthError("invalid_scope", "Permission sets are not available on this server")
+                pset = await self.lexicons.permission_set(parsed)
+                sets.append({"nsid": pset.nsid, "title": pset.title, "detail": pset.detail,
+                             "scopes": list(pset.scopes)})
+                granted.update(pset.scopes)
+            else:
+                granted.add(scope)
+        return granted, sets
 
     # -- authorization (the user's page) ----------------------------------------------------------
 

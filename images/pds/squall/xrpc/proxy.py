@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..atproto import syntax
+from ..auth.permissions import require
 from ..proxy import ProxyLimits, ProxyService, is_privileged, is_protected
 from ..proxy.target import Target, default_role
 from .errors import InvalidRequest, MethodNotImplemented
@@ -58,6 +59,8 @@ async def forward(ctx: "AppContext", request: Request, nsid: str, auth: "AuthRes
     """Forward ``request`` to ``target`` on behalf of the authenticated caller."""
     proxy: ProxyService = ctx.proxy
     assert auth.did is not None
+    if auth.permissions is not None:  # an OAuth token: rpc:<nsid>?aud=<service>, before a token is minted
+        require(auth.permissions.rpc(nsid, target.ref))
     # The reference's current outbound tokens carry the bare DID as audience; the service id
     # only chose the endpoint.
     token = await proxy.service_token(auth.did, target.did, nsid)
@@ -155,6 +158,8 @@ async def get_service_auth(req: XrpcRequest) -> dict[str, Any]:
                                  "in the future", "BadExpiration")
     if lxm is not None and is_protected(lxm):
         raise InvalidRequest(f"cannot request a service auth token for the following protected method: {lxm}")
+    if req.auth.permissions is not None:  # an OAuth token: only what rpc: permissions allow is minted
+        require(req.auth.permissions.rpc(lxm or "*", aud))
     proxy: ProxyService = req.ctx.proxy
     return {"token": await proxy.service_token(req.did, aud, lxm, exp=exp)}
 
