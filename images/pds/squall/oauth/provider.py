@@ -120,7 +120,7 @@ class OAuthProvider:
             raise OAuthError("invalid_request", "login_hint is too long")
         if form.get("dpop_jkt") and form["dpop_jkt"] != proof.jkt:
             raise OAuthError("invalid_dpop_proof", "dpop_jkt does not match the DPoP proof's key")
-        params = {"redirect_uri": redirect_uri, "scope": " ".join(sorted(granted, key=_scope_order)),
+        params = {"redirect_uri": redirect_uri, "scope": " ".join(granted),
                   "requested_scope": " ".join(requested), "permission_sets": permission_sets,
                   "state": state, "code_challenge": form["code_challenge"], "response_mode": response_mode,
                   "login_hint": login_hint}
@@ -135,11 +135,11 @@ class OAuthProvider:
         await self.db.write(insert)
         return {"request_uri": REQUEST_URI_PREFIX + request_id, "expires_in": PAR_TTL}
 
-    async def _grantable(self, client: Client, requested: list[str]) -> tuple[set[str], list[dict[str, Any]]]:
+    async def _grantable(self, client: Client, requested: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
         """The concrete scopes a request asks for (permission sets expanded) and the sets themselves
         (for the consent page); OAuthError(invalid_scope) for any scope that is not valid permission
         syntax, not declared by the client, or an unusable permission set."""
-        granted: set[str] = set()
+        granted: dict[str, None] = {}  # in the order asked for
         sets: list[dict[str, Any]] = []
         for scope in requested:
             try:
@@ -154,10 +154,10 @@ class OAuthProvider:
                 pset = await self.lexicons.permission_set(parsed)
                 sets.append({"nsid": pset.nsid, "title": pset.title, "detail": pset.detail,
                              "scopes": list(pset.scopes)})
-                granted.update(pset.scopes)
+                granted.update(dict.fromkeys(pset.scopes))
             else:
-                granted.add(scope)
-        return granted, sets
+                granted[scope] = None
+        return list(granted), sets
 
     # -- authorization (the user's page) ----------------------------------------------------------
 
