@@ -44,7 +44,7 @@ from .xrpc.registry import Auth, Registry
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order (stopped in reverse). Imported here, not at module level,
     so importing squall.app stays light."""
-    from . import firehose, identity, oauth, ratelimit, repo
+    from . import account_web, firehose, identity, oauth, ratelimit, repo
     from .xrpc import admin, blobs, migration, preferences, proxy, server, sync
     from .xrpc import identity as identity_xrpc
     from .xrpc import repo as repo_xrpc
@@ -64,6 +64,7 @@ def feature_modules() -> list[ModuleType]:
         admin,  # com.atproto.admin, takedowns, account deletion
         migration,  # account migration in and out (importRepo, PLC operations)
         oauth,  # atproto OAuth: authorization server and DPoP resource server
+        account_web,  # the account page (/account): grants, app passwords, data
     ]
 
 

@@ -59,6 +59,7 @@ def server_metadata(provider: OAuthProvider) -> dict[str, Any]:
         "token_endpoint": provider.endpoint("/oauth/token"),
         "pushed_authorization_request_endpoint": provider.endpoint("/oauth/par"),
         "revocation_endpoint": provider.endpoint("/oauth/revoke"),
+        "jwks_uri": provider.endpoint("/oauth/jwks"),
         "scopes_supported": [*SUPPORTED_SCOPES, *RESOURCES],
         "subject_types_supported": ["public"],
         "response_types_supported": ["code"],
@@ -145,6 +146,13 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
     @app.get("/.well-known/oauth-authorization-server")
     async def authorization_server() -> Response:
         return JSONResponse(server_metadata(provider()))
+
+    @app.get("/oauth/jwks")
+    async def jwks() -> Response:
+        # The authorization server's public signing keys. Squall's access tokens are HS256 under a
+        # key only this server holds (it is issuer and resource server at once), so there is no
+        # public key to publish: an empty set, served as JSON like the reference's.
+        return JSONResponse({"keys": []}, headers={"Cache-Control": "public, max-age=300"})
 
     @app.post("/oauth/par")
     async def par(request: Request) -> Response:

@@ -37,6 +37,7 @@ MAX_FAILED_LOGINS = 5
 PUBLIC_SESSION_TTL = 14 * 86400  # the spec asks for a bounded session for public clients
 CONFIDENTIAL_SESSION_TTL = 365 * 86400
 CONFIDENTIAL_REFRESH_TTL = 90 * 86400
+LAST_USED_RESOLUTION = 60  # a grant's last use is recorded to the minute (one write a minute at most)
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
@@ -310,7 +311,20 @@ class OAuthProvider:
 
     async def session_active(self, session_id: str, did: str) -> bool:
         row = await store.get_session_owner(self.db, session_id)
-        return row is not None and row["did"] == did and row["expires_at"] > time.time()
+        now = int(time.time())
+        if row is None or row["did"] != did or row["expires_at"] <= now:
+            return False
+        if row["last_used_at"] is None or row["last_used_at"] < now - LAST_USED_RESOLUTION:
+            await self.db.write(store.touch_session, session_id, now)
+        return True
+
+    async def grants(self, did: str) -> list[Any]:
+        return await store.list_sessions(self.db, did)
+
+    async def revoke_grant(self, did: str, session_id: str) -> bool:
+        """Revoke one of the account's grants at once: its refresh token and every access token
+        (the resource server checks the grant on each call)."""
+        return await self.db.write(store.delete_account_session, session_id, did)
 
 
 def _account_usable(conn: sqlite3.Connection, did: str) -> bool:

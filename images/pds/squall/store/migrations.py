@@ -224,7 +224,12 @@ CREATE TABLE oauth_spent_refresh (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6))
+# v7 (issue #17): when each OAuth grant was last used, for the account page.
+_V7 = """
+ALTER TABLE oauth_session ADD COLUMN last_used_at INTEGER;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7))
 LATEST = MIGRATIONS[-1][0]
 
 
