@@ -154,7 +154,8 @@ def test_expired_token_refused(pds, session):
                          session_id="any", client_id=session.client_id)
     r = session.xrpc("GET", "com.atproto.server.getSession", token=token)
     assert_dpop_refused(r, "invalid_token")
-    assert r.json()["error"] == "ExpiredToken"
+    # Issue #17: the spec's code in the body too (it was the legacy "ExpiredToken").
+    assert r.json()["error"] == "invalid_token"
     # The same forgery, unexpired but for a session that does not exist, is refused too.
     fresh = AccessTokens(secret, issuer=session.resource, audience="did:web:localhost")
     token, _ = fresh.mint(did=session.sub, scope="atproto transition:generic", jkt=session.key.thumbprint(),
@@ -176,8 +177,14 @@ def test_atproto_only_scope_has_no_api_access(c, host, user):
     client = new_client(c, host, "atproto-only", scope="atproto")
     tokens = client.login(identifier=user["handle"], password=PASSWORD, scope="atproto")
     assert tokens["scope"] == "atproto"
+    # Issue #17 (permission spec): atproto alone still tells who the user is (no e-mail address),
+    # and nothing more; the refusal names the missing scope as the reference does.
     r = client.xrpc("GET", "com.atproto.server.getSession")
-    assert r.status_code == 403 and r.json()["error"] == "InsufficientScope"
+    assert r.status_code == 200 and r.json()["did"] == user["did"] and "email" not in r.json()
+    r = client.xrpc("POST", "com.atproto.repo.createRecord",
+                    json={"repo": user["did"], "collection": "app.bsky.feed.post",
+                          "record": {"text": "no", "createdAt": "2024-01-01T00:00:00Z"}})
+    assert r.status_code == 403 and r.json()["error"] == "ScopeMissingError", r.text
 
 
 def test_scope_must_be_declared_by_the_client(c, host):

@@ -45,7 +45,7 @@ from .xrpc.registry import Auth, Registry
 def feature_modules() -> list[ModuleType]:
     """The feature modules in start order (stopped in reverse). Imported here, not at module level,
     so importing squall.app stays light."""
-    from . import admin_web, firehose, identity, mail, oauth, ratelimit, relays, repo
+    from . import account_web, admin_web, firehose, identity, mail, oauth, ratelimit, relays, repo
     from .xrpc import mail as mail_xrpc
     from .xrpc import admin, blobs, migration, preferences, proxy, server, sync, temp
     from .xrpc import relays as relays_xrpc
@@ -73,6 +73,7 @@ def feature_modules() -> list[ModuleType]:
         relays,  # the relay monitor (background checks; poked by account events)
         relays_xrpc,  # its admin routes
         admin_web,  # the operator's dashboard at /admin (calls the admin methods' handlers)
+        account_web,  # the account page (/account): grants, app passwords, data
     ]
 
 

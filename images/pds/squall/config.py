@@ -209,6 +209,9 @@ class Settings(BaseModel):
     max_repo_import_size: int = Field(default=1 << 30, gt=0)
     # OAuth DPoP nonces: HMAC key (64 hex characters). Default: a random key per process.
     dpop_secret: str | None = None
+    # Dev mode only: lexicon authorities resolved without DNS (com.example=did:web:…, comma-separated),
+    # for testing include: permission sets against a loopback lexicon host.
+    dev_lexicon_authorities: CommaList = []
     # Branding of the sign-in and consent page
     service_name: str | None = None
     logo_url: str | None = None
@@ -238,7 +241,8 @@ class Settings(BaseModel):
     # sidecar replicates with Litestream (BACKUP_REPLICATE=true), which must own checkpoints.
     sqlite_wal_autocheckpoint: int | None = Field(default=None, ge=0, le=1_000_000)
 
-    @field_validator("service_handle_domains", "crawlers", "rate_limit_bypass_ips", "relay_monitor_urls", mode="before")
+    @field_validator("service_handle_domains", "crawlers", "rate_limit_bypass_ips", "relay_monitor_urls",
+                     "dev_lexicon_authorities", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -414,6 +418,14 @@ def _check_consistency(s: Settings, env: Mapping[str, str], warnings: list[str])
             fail("PDS_SERVICE_HANDLE_DOMAINS", f"{domain!r} is not a valid domain suffix")
     if not s.service_did.startswith("did:"):
         fail("PDS_SERVICE_DID", "must be a DID")
+    if s.dev_lexicon_authorities:
+        if not s.dev_mode:
+            fail("PDS_DEV_LEXICON_AUTHORITIES", "is only allowed with PDS_DEV_MODE=true")
+        for entry in s.dev_lexicon_authorities:
+            namespace, sep, did = (part.strip() for part in entry.partition("="))
+            if not sep or "." not in namespace or not syntax.is_valid_did(did):
+                fail("PDS_DEV_LEXICON_AUTHORITIES", f"expected namespace=did pairs (com.example=did:web:…), "
+                     f"got {entry!r}")
     if s.did_method == "plc" and is_local_hostname(s.hostname) and not s.dev_mode:
         fail("PDS_DID_METHOD", "did:plc needs a public PDS_HOSTNAME; use 'web' for localhost/LAN (or PDS_DEV_MODE=true with a test directory)")
     for var in ("PDS_DID_PLC_URL", "PDS_BSKY_APP_VIEW_URL", "PDS_BSKY_CHAT_URL", "PDS_REPORT_SERVICE_URL",

@@ -5,8 +5,9 @@ HTTP Basic ``admin:<PDS_ADMIN_PASSWORD>`` (as the reference) or a Bearer token w
 ``PDS_ADMIN_TOKEN_HASH``. A user token on an admin route is refused, and vice versa.
 
 OAuth access tokens (``Authorization: DPoP …``) are checked by the verifier squall.oauth attaches
-(``attach_dpop``); the grant it returns carries the legacy scope its OAuth scope maps onto, so
-the policies below apply to both kinds of token alike.
+(``attach_dpop``); a grant with ``transition:generic`` carries the legacy scope it maps onto, so
+the policies below apply to it as to an app password; a grant with granular permissions only is
+checked per method by squall.auth.permissions instead.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from argon2 import PasswordHasher
 from ..errors import AuthRequired, Forbidden, InvalidRequest
 from .passwords import verify_password
 from .policy import Auth
+from .scopes import Permissions
 from .tokens import (
     ACCESS_SCOPES,
     SCOPE_ACCESS,
+    SCOPE_APP_PASS,
     SCOPE_APP_PASS_PRIVILEGED,
     SCOPE_REFRESH,
     SCOPE_TAKENDOWN,
@@ -42,6 +45,8 @@ class AuthResult:
     token_exp: int | None = None
     oauth_scope: str | None = None  # set for an OAuth (DPoP) token
     oauth_client_id: str | None = None
+    # The OAuth token's permissions (squall.auth.scopes); None for legacy credentials.
+    permissions: Permissions | None = None
 
     @property
     def is_user(self) -> bool:
@@ -99,9 +104,14 @@ class AuthVerifier:
 
         if scheme == "dpop" and value and self._dpop is not None and policy is not Auth.REFRESH:
             grant = await self._dpop(value)
-            return self._apply_policy(policy, AuthResult(did=grant.did, scope=grant.legacy_scope, token_exp=grant.exp,
-                                                         oauth_scope=grant.oauth_scope,
-                                                         oauth_client_id=grant.client_id))
+            result = AuthResult(did=grant.did, scope=grant.legacy_scope or SCOPE_APP_PASS, token_exp=grant.exp,
+                                oauth_scope=grant.oauth_scope, oauth_client_id=grant.client_id,
+                                permissions=Permissions(grant.oauth_scope))
+            if grant.legacy_scope is None:
+                # Granular permissions: the method's rule decides once the input is read
+                # (squall.auth.permissions, run by the dispatcher), not the legacy policy.
+                return result
+            return self._apply_policy(policy, result)
 
         if scheme != "bearer" or not value:
             raise AuthRequired("Unexpected authorization type", "AuthenticationRequired")

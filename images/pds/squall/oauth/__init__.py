@@ -31,7 +31,11 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
 
 
 async def start(ctx) -> None:
-    provider = OAuthProvider(settings=ctx.settings, db=ctx.db, hasher=ctx.hasher, jwt_secret=ctx.secrets.jwt_secret)
+    from .lexicons import LexiconResolver, dns_txt_with
+
+    lexicons = LexiconResolver(ctx.settings, ctx.identity.dids.resolve, dns_txt=dns_txt_with(ctx.identity))
+    provider = OAuthProvider(settings=ctx.settings, db=ctx.db, hasher=ctx.hasher, jwt_secret=ctx.secrets.jwt_secret,
+                             lexicons=lexicons)
     ctx.oauth = provider
     ctx.verifier.attach_dpop(ResourceVerifier(provider))
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ..ratelimit import consume_sign_in
+from ..auth.scopes import RESOURCES, describe
 from .clients import SUPPORTED_SCOPES
 from .dpop import DpopError
 from .errors import OAuthError
@@ -29,13 +30,18 @@ MAX_FORM_BYTES = 64 * 1024
 CSRF_COOKIE = "squall_oauth_csrf"
 AUTHORIZE_PATH = "/oauth/authorize"
 
-SCOPE_DESCRIPTIONS = {
-    "atproto": "Know which account you are (your DID and handle)",
-    "transition:generic": "Read and write your posts, likes, follows and other records, and upload media "
-                          "(everything except managing your account itself)",
-    "transition:chat.bsky": "Read and send your direct messages",
-    "transition:email": "See your e-mail address",
-}
+
+
+def consent_item(scope: str, sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One requested scope for the consent page: its words, and for a permission set its title,
+    detail and the permissions it expands to."""
+    if scope.startswith("include:"):
+        nsid = scope[len("include:"):].split("?", 1)[0]
+        entry = sets.get(nsid)
+        if entry is not None:
+            return {"text": entry.get("title") or f"The permission set {nsid}", "detail": entry.get("detail"),
+                    "parts": [describe(s) for s in entry["scopes"]], "scope": scope}
+    return {"text": describe(scope), "detail": None, "parts": [], "scope": scope}
 
 
 def _templates() -> Any:
@@ -53,7 +59,8 @@ def server_metadata(provider: OAuthProvider) -> dict[str, Any]:
         "token_endpoint": provider.endpoint("/oauth/token"),
         "pushed_authorization_request_endpoint": provider.endpoint("/oauth/par"),
         "revocation_endpoint": provider.endpoint("/oauth/revoke"),
-        "scopes_supported": list(SUPPORTED_SCOPES),
+        "jwks_uri": provider.endpoint("/oauth/jwks"),
+        "scopes_supported": [*SUPPORTED_SCOPES, *RESOURCES],
         "subject_types_supported": ["public"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "fragment"],
@@ -140,6 +147,13 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
     async def authorization_server() -> Response:
         return JSONResponse(server_metadata(provider()))
 
+    @app.get("/oauth/jwks")
+    async def jwks() -> Response:
+        # The authorization server's public signing keys. Squall's access tokens are HS256 under a
+        # key only this server holds (it is issuer and resource server at once), so there is no
+        # public key to publish: an empty set, served as JSON like the reference's.
+        return JSONResponse({"keys": []}, headers={"Cache-Control": "public, max-age=300"})
+
     @app.post("/oauth/par")
     async def par(request: Request) -> Response:
         try:
@@ -198,11 +212,13 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
 
     def consent_page(pending: PendingRequest, csrf: str, *, status: int = 200, error: str | None = None,
                      identifier: str = "", ask_code: bool = False) -> HTMLResponse:
-        scopes = pending.params["scope"].split(" ")
+        requested = pending.params.get("requested_scope", pending.params["scope"]).split(" ")
+        sets = {entry["nsid"]: entry for entry in pending.params.get("permission_sets", [])}
+        scopes = [consent_item(s, sets) for s in requested]
         return page("authorize.html", status, form_action=_origin(pending.params["redirect_uri"]), csrf=csrf,
                     client_name=pending.client.name, client_id=pending.client.client_id,
                     client_uri=pending.client.uri, is_loopback=pending.client.is_loopback,
-                    scopes=[SCOPE_DESCRIPTIONS.get(s, s) for s in scopes],
+                    scopes=scopes,
                     identifier=identifier or pending.params.get("login_hint", ""),
                     request_uri=f"urn:ietf:params:oauth:request_uri:req-{pending.id}", csrf_token=csrf,
                     error=error, action=AUTHORIZE_PATH, server=urlsplit(provider().issuer).netloc,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..accounts.sessions import LoginChecker
+from ..auth import scopes as permission_scopes
 from ..errors import DomainError
 from ..store import accounts as account_store
 from ..store import oauth as store
@@ -36,6 +37,7 @@ MAX_FAILED_LOGINS = 5
 PUBLIC_SESSION_TTL = 14 * 86400  # the spec asks for a bounded session for public clients
 CONFIDENTIAL_SESSION_TTL = 365 * 86400
 CONFIDENTIAL_REFRESH_TTL = 90 * 86400
+LAST_USED_RESOLUTION = 60  # a grant's last use is recorded to the minute (one write a minute at most)
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
@@ -58,7 +60,7 @@ class PendingRequest:
 
 
 class OAuthProvider:
-    def __init__(self, *, settings: Any, db: Any, hasher: Any, jwt_secret: str):
+    def __init__(self, *, settings: Any, db: Any, hasher: Any, jwt_secret: str, lexicons: Any = None):
         self.issuer = settings.public_url
         self.settings = settings
         self.db = db
@@ -68,12 +70,15 @@ class OAuthProvider:
         self.tokens = AccessTokens(jwt_secret, issuer=self.issuer, audience=settings.service_did)
         self._assertions = ReplayCache(10_000)
         self._login = LoginChecker(db, hasher)
+        self.lexicons = lexicons  # squall.oauth.lexicons.LexiconResolver, for include: scopes
 
     def __repr__(self) -> str:
         return "OAuthProvider(<redacted>)"
 
     async def close(self) -> None:
         await self.clients.close()
+        if self.lexicons is not None:
+            await self.lexicons.close()
 
     def endpoint(self, path: str) -> str:
         return f"{self.issuer}{path}"
@@ -104,14 +109,10 @@ class OAuthProvider:
             redirect_uri = client.redirect_uris[0]
         if not client.redirect_allowed(redirect_uri):
             raise OAuthError("invalid_request", "redirect_uri is not registered for this client")
-        scopes = parse_scope(form.get("scope"))
-        if "atproto" not in scopes:
+        requested = permission_scopes.split(form.get("scope"))
+        if "atproto" not in requested:
             raise OAuthError("invalid_scope", "scope must include atproto")
-        for scope in scopes:
-            if scope not in SUPPORTED_SCOPES:
-                raise OAuthError("invalid_scope", f"Unsupported scope {scope!r}")
-            if scope not in client.scopes:
-                raise OAuthError("invalid_scope", f"Scope {scope!r} is not declared in the client metadata")
+        granted, permission_sets = await self._grantable(client, requested)
         response_mode = form.get("response_mode", "query")
         if response_mode not in ("query", "fragment"):
             raise OAuthError("invalid_request", "response_mode must be query or fragment")
@@ -120,7 +121,8 @@ class OAuthProvider:
             raise OAuthError("invalid_request", "login_hint is too long")
         if form.get("dpop_jkt") and form["dpop_jkt"] != proof.jkt:
             raise OAuthError("invalid_dpop_proof", "dpop_jkt does not match the DPoP proof's key")
-        params = {"redirect_uri": redirect_uri, "scope": " ".join(sorted(scopes, key=_scope_order)),
+        params = {"redirect_uri": redirect_uri, "scope": " ".join(granted),
+                  "requested_scope": " ".join(requested), "permission_sets": permission_sets,
                   "state": state, "code_challenge": form["code_challenge"], "response_mode": response_mode,
                   "login_hint": login_hint}
         request_id = secrets.token_urlsafe(24)
@@ -133,6 +135,30 @@ class OAuthProvider:
 
         await self.db.write(insert)
         return {"request_uri": REQUEST_URI_PREFIX + request_id, "expires_in": PAR_TTL}
+
+    async def _grantable(self, client: Client, requested: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+        """The concrete scopes a request asks for (permission sets expanded) and the sets themselves
+        (for the consent page); OAuthError(invalid_scope) for any scope that is not valid permission
+        syntax, not declared by the client, or an unusable permission set."""
+        granted: dict[str, None] = {}  # in the order asked for
+        sets: list[dict[str, Any]] = []
+        for scope in requested:
+            try:
+                parsed = permission_scopes.parse(scope)
+            except permission_scopes.ScopeError as exc:
+                raise OAuthError("invalid_scope", str(exc)) from None
+            if scope not in client.scopes:
+                raise OAuthError("invalid_scope", f"Scope {scope!r} is not declared in the client metadata")
+            if isinstance(parsed, permission_scopes.IncludeScope):
+                if self.lexicons is None:
+                    raise OAuthError("invalid_scope", "Permission sets are not available on this server")
+                pset = await self.lexicons.permission_set(parsed)
+                sets.append({"nsid": pset.nsid, "title": pset.title, "detail": pset.detail,
+                             "scopes": list(pset.scopes)})
+                granted.update(dict.fromkeys(pset.scopes))
+            else:
+                granted[scope] = None
+        return list(granted), sets
 
     # -- authorization (the user's page) ----------------------------------------------------------
 
@@ -285,7 +311,20 @@ class OAuthProvider:
 
     async def session_active(self, session_id: str, did: str) -> bool:
         row = await store.get_session_owner(self.db, session_id)
-        return row is not None and row["did"] == did and row["expires_at"] > time.time()
+        now = int(time.time())
+        if row is None or row["did"] != did or row["expires_at"] <= now:
+            return False
+        if row["last_used_at"] is None or row["last_used_at"] < now - LAST_USED_RESOLUTION:
+            await self.db.write(store.touch_session, session_id, now)
+        return True
+
+    async def grants(self, did: str) -> list[Any]:
+        return await store.list_sessions(self.db, did)
+
+    async def revoke_grant(self, did: str, session_id: str) -> bool:
+        """Revoke one of the account's grants at once: its refresh token and every access token
+        (the resource server checks the grant on each call)."""
+        return await self.db.write(store.delete_account_session, session_id, did)
 
 
 def _account_usable(conn: sqlite3.Connection, did: str) -> bool:

@@ -8,9 +8,12 @@ the request a proof is checked against (method, path, DPoP header) in a context 
 duration of the request, and adds a fresh ``DPoP-Nonce`` to the answer of every request that
 carried a proof, so clients keep a current nonce without a failed round trip.
 
-OAuth scopes map onto the legacy policies: ``transition:generic`` acts like an app password
-(no account management), with ``transition:chat.bsky`` like a privileged one; ``atproto`` alone
-grants no API access (the granular permission scopes are not supported yet).
+OAuth scopes: ``transition:generic`` maps onto the legacy policies and acts like an app password
+(no account management), with ``transition:chat.bsky`` like a privileged one. Any other grant is
+checked per call against its permission scopes (squall.auth.permissions).
+
+Refusals use the spec's error codes (RFC 6750 §3.1, RFC 9449 §7.1) as the XRPC error name and in
+``WWW-Authenticate``: ``invalid_token``, ``invalid_dpop_proof``, ``use_dpop_nonce``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..auth.tokens import SCOPE_APP_PASS, SCOPE_APP_PASS_PRIVILEGED
-from ..errors import AuthRequired, Forbidden
+from ..errors import AuthRequired
 from .dpop import DpopError
 from .tokens import AccessTokenError
 
@@ -40,7 +43,7 @@ CURRENT_REQUEST: contextvars.ContextVar[RequestFacts | None] = contextvars.Conte
 @dataclass(frozen=True)
 class OAuthGrant:
     did: str
-    legacy_scope: str
+    legacy_scope: str | None  # None: granular permissions, no legacy policy
     oauth_scope: str
     client_id: str
     exp: int
@@ -54,11 +57,14 @@ def legacy_scope_for(oauth_scope: str) -> str | None:
 
 
 class _DpopAuthError(AuthRequired):
-    """401 with ``WWW-Authenticate: DPoP error=…`` (RFC 9449 §7.1) and a fresh nonce."""
+    """401 with ``WWW-Authenticate: DPoP error=…`` (RFC 9449 §7.1) and a fresh nonce; the XRPC
+    error name is the same spec code."""
 
-    def __init__(self, error: str, message: str, name: str, nonce: str):
-        challenge = f'DPoP algs="ES256", error="{error}", error_description="{message}"'
-        super().__init__(message, name, headers={"WWW-Authenticate": challenge, "DPoP-Nonce": nonce})
+    def __init__(self, error: str, message: str, nonce: str):
+        quoted = message.replace("\\", "").replace('"', "'")
+        challenge = f'DPoP algs="ES256", error="{error}", error_description="{quoted}"'
+        super().__init__(message, error, headers={"WWW-Authenticate": challenge, "DPoP-Nonce": nonce,
+                                                  "Access-Control-Expose-Headers": "WWW-Authenticate, DPoP-Nonce"})
 
 
 class ResourceVerifier:
@@ -70,27 +76,21 @@ class ResourceVerifier:
         facts = CURRENT_REQUEST.get()
         nonce = provider.dpop.next_nonce()
         if facts is None:  # not an HTTP request the middleware saw (cannot happen for XRPC routes)
-            raise _DpopAuthError("invalid_dpop_proof", "DPoP proof required", "InvalidToken", nonce)
+            raise _DpopAuthError("invalid_dpop_proof", "DPoP proof required", nonce)
         try:
             claims = provider.tokens.decode(token)
         except AccessTokenError as exc:
-            raise _DpopAuthError("invalid_token", str(exc), "ExpiredToken" if exc.expired else "InvalidToken",
-                                 nonce) from None
+            raise _DpopAuthError("invalid_token", str(exc), nonce) from None
         try:
             proof = provider.dpop.check(facts.dpop, htm=facts.method, htu=provider.endpoint(facts.path),
                                         access_token=token)
         except DpopError as exc:
-            name = "use_dpop_nonce" if exc.error == "use_dpop_nonce" else "InvalidDpopProof"
-            raise _DpopAuthError(exc.error, exc.description, name, nonce) from None
+            raise _DpopAuthError(exc.error, exc.description, nonce) from None
         if proof.jkt != claims.jkt:
-            raise _DpopAuthError("invalid_dpop_proof", "DPoP key does not match the token's binding",
-                                 "InvalidDpopProof", nonce)
+            raise _DpopAuthError("invalid_dpop_proof", "DPoP key does not match the token's binding", nonce)
         if not await provider.session_active(claims.session_id, claims.did):
-            raise _DpopAuthError("invalid_token", "Token has been revoked", "InvalidToken", nonce)
-        legacy = legacy_scope_for(claims.scope)
-        if legacy is None:
-            raise Forbidden("The token's OAuth scope does not grant access to this API", "InsufficientScope")
-        return OAuthGrant(did=claims.did, legacy_scope=legacy, oauth_scope=claims.scope,
+            raise _DpopAuthError("invalid_token", "Token has been revoked", nonce)
+        return OAuthGrant(did=claims.did, legacy_scope=legacy_scope_for(claims.scope), oauth_scope=claims.scope,
                           client_id=claims.client_id, exp=claims.exp)
 
 

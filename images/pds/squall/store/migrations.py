@@ -339,8 +339,13 @@ CREATE TABLE relay_self_check (
 ) WITHOUT ROWID;
 """
 
+# v11: when each OAuth grant was last used, for the account page.
+_V11 = """
+ALTER TABLE oauth_session ADD COLUMN last_used_at INTEGER;
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7),
-                                           (8, _V8), (9, _V9), (10, _V10))
+                                           (8, _V8), (9, _V9), (10, _V10), (11, _V11))
 LATEST = MIGRATIONS[-1][0]
 
 

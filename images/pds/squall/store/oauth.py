@@ -121,8 +121,25 @@ def revoke_session(conn: sqlite3.Connection, refresh_hash: str, session_id: str 
 
 
 async def get_session_owner(db: "Database", session_id: str) -> sqlite3.Row | None:
-    """``did, expires_at`` of a session (the resource server checks an access token's session is live)."""
-    return await db.fetchone("SELECT did, expires_at FROM oauth_session WHERE id = ?", (session_id,))
+    """``did, expires_at, last_used_at`` of a session (the resource server checks an access token's
+    session is live)."""
+    return await db.fetchone("SELECT did, expires_at, last_used_at FROM oauth_session WHERE id = ?", (session_id,))
+
+
+def touch_session(conn: sqlite3.Connection, session_id: str, now: int) -> None:
+    conn.execute("UPDATE oauth_session SET last_used_at = ? WHERE id = ?", (now, session_id))
+
+
+async def list_sessions(db: "Database", did: str) -> list[sqlite3.Row]:
+    """An account's live grants (the account page), newest first."""
+    return await db.fetchall(
+        "SELECT id, client_id, scope, created_at, expires_at, last_used_at FROM oauth_session "
+        "WHERE did = ? ORDER BY created_at DESC", (did,))
+
+
+def delete_account_session(conn: sqlite3.Connection, session_id: str, did: str) -> bool:
+    """Revoke one grant of this account (the account page); False when there is none."""
+    return conn.execute("DELETE FROM oauth_session WHERE id = ? AND did = ?", (session_id, did)).rowcount == 1
 
 
 # -- used by e-mail (squall.mail): a password reset ends every OAuth grant too --

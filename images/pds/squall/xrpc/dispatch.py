@@ -13,6 +13,8 @@ from starlette.responses import JSONResponse, Response
 from .. import ratelimit
 from ..atproto import syntax
 from ..proxy.methods import is_protected
+from ..auth import permissions
+from ..auth.policy import Auth
 from ..atproto.lexicon import LexiconValidationError
 from .errors import InvalidRequest, MethodNotImplemented, PayloadTooLarge, RateLimitExceeded, XRPCError
 from .request import XrpcRequest
@@ -82,6 +84,13 @@ def _invalid(method: "Method", exc: LexiconValidationError, message: str) -> Inv
     if exc.format == "handle" and "InvalidHandle" in method.errors:
         return InvalidRequest(message, "InvalidHandle")
     return InvalidRequest(message)
+
+
+def _appview_ref(ctx: "AppContext") -> str:
+    """The audience of app-view methods this PDS answers itself, for ``rpc:`` permissions."""
+    proxy = getattr(ctx, "proxy", None)
+    target = proxy.targets.configured("appview") if proxy is not None else None
+    return target.ref if target is not None else "*"
 
 
 def _json_result(result: Any) -> Response:
@@ -184,6 +193,11 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
 
     schema = ctx.registry.schema(method.nsid)
     args = _check_inputs(schema, method, request, body) if schema is not None else {}
+    if auth.permissions is not None and not auth.permissions.generic and method.auth not in (Auth.NONE,
+                                                                                              Auth.OPTIONAL):
+        permissions.check_call(auth.permissions, permissions.Call(
+            nsid=method.nsid, body=body, content_type=request.headers.get("content-type", ""),
+            appview=_appview_ref(ctx)))
 
     req = XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, params=request.query_params, body=body,
                       args=args)

@@ -31,6 +31,7 @@ from ..proxy import ProxyLimits, ProxyService, bsky, is_privileged, is_protected
 from ..proxy import read_after_write as raw
 from ..proxy.forwarder import Rewrite
 from ..proxy.methods import allows_takendown
+from ..auth.permissions import require
 from ..proxy.target import Target, default_role
 from .dispatch import read_body_capped
 from .errors import InvalidRequest, MethodNotImplemented
@@ -69,6 +70,8 @@ async def forward(ctx: "AppContext", request: Request, nsid: str, auth: "AuthRes
     audience and method are the target's DID and ``nsid`` unless ``aud`` / ``lxm`` say otherwise)."""
     proxy: ProxyService = ctx.proxy
     assert auth.did is not None
+    if auth.permissions is not None:  # an OAuth token: rpc:<nsid>?aud=<service>, before a token is minted
+        require(auth.permissions.rpc(nsid, target.ref))
     # The reference's current outbound tokens carry the bare DID as audience; the service id
     # only chose the endpoint.
     token = await proxy.service_token(auth.did, aud or target.did, lxm or nsid)
@@ -205,6 +208,8 @@ async def get_service_auth(req: XrpcRequest) -> dict[str, Any]:
                                  "in the future", "BadExpiration")
     if lxm is not None and is_protected(lxm):
         raise InvalidRequest(f"cannot request a service auth token for the following protected method: {lxm}")
+    if req.auth.permissions is not None:  # an OAuth token: only what rpc: permissions allow is minted
+        require(req.auth.permissions.rpc(lxm or "*", aud))
     proxy: ProxyService = req.ctx.proxy
     return {"token": await proxy.service_token(req.did, aud, lxm, exp=exp)}
 

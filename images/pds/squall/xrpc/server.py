@@ -82,7 +82,9 @@ def _session_view(req: XrpcRequest, account: Account) -> dict[str, Any]:
         "emailConfirmed": account.email_confirmed_at is not None,
         "active": account.active,
     }
-    if account.email is not None:
+    # An OAuth session sees the address only with account:email (or transition:email).
+    perms = req.auth.permissions
+    if account.email is not None and (perms is None or perms.account("email") is None):
         out["email"] = account.email
     if account.status is not None:
         out["status"] = account.status
