@@ -18,4 +18,5 @@ __all__ = ["RepoService", "start"]
 
 
 async def start(ctx: "AppContext") -> None:
-    ctx.repo = RepoService(ctx.db, ctx.tid_clock, ctx.log, firehose=ctx.firehose, blobs=ctx.blobs)
+    ctx.repo = RepoService(ctx.db, ctx.tid_clock, ctx.log, firehose=ctx.firehose, blobs=ctx.blobs,
+                           lexicons=ctx.registry.lexicons)
