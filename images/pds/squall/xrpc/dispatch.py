@@ -180,7 +180,6 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
     schema = ctx.registry.schema(method.nsid)
     args = _check_inputs(schema, method, request, body) if schema is not None else {}
 
-    req = XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, params=request.query_params, body=body,
-                      args=args)
+    req = XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, body=body, args=args)
     result = await method.handler(req)
     return _json_result(result)
