@@ -244,10 +244,7 @@ async def get_account_info(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def get_account_infos(req: XrpcRequest) -> dict[str, Any]:
-    raw = req.args["dids"]
-    if len(raw) > MAX_INFOS:
-        raise InvalidRequest("Error: Params property \"dids\" has too many items")
-    dids = list(dict.fromkeys(raw))
+    dids = list(dict.fromkeys(req.capped_list_param("dids", MAX_INFOS)))
     return {"infos": await _account_views(req, dids)}
 
 
@@ -421,9 +418,7 @@ def _account_invites(disabled: bool):
 async def get_invite_codes(req: XrpcRequest) -> dict[str, Any]:
     sort = req.args["sort"]
     limit = req.args["limit"]
-    cursor = req.args.get("cursor")
-    if cursor is not None and len(cursor) > 1024:
-        raise InvalidRequest("Error: Params property \"cursor\" is too long")
+    cursor = req.capped_param("cursor", 1024)
     if sort not in invites_store.ORDER_KEYS:
         raise InvalidRequest(f"unknown sort method: {sort} (use recent or usage)")
     after = None

@@ -61,11 +61,9 @@ def _service(req: XrpcRequest) -> BlobService:
 def _cid_arg(req: XrpcRequest, name: str) -> CID | None:
     """Parameter ``name`` decoded as a CID; None when absent. The Lexicon checks only the loose
     syntax of a ``cid`` (and ``cursor`` is a plain string to it, the last CID listed to Squall)."""
-    raw = req.args.get(name)
+    raw = req.capped_param(name, 512)
     if raw is None:
         return None
-    if len(raw) > 512:
-        raise InvalidRequest(f"Error: Params property \"{name}\" is too long")
     try:
         return CID.decode(raw)
     except (DecodeError, ValueError):

@@ -169,9 +169,7 @@ async def get_record(req: XrpcRequest) -> dict[str, Any]:
 
 async def list_records(req: XrpcRequest) -> dict[str, Any]:
     repo, collection, limit = req.args["repo"], req.args["collection"], req.args["limit"]
-    cursor = req.args.get("cursor")
-    if cursor is not None and len(cursor) > 512:
-        raise InvalidRequest("Error: Params property \"cursor\" is too long")
+    cursor = req.capped_param("cursor", 512)
     reverse = req.args.get("reverse", False)
     did = await _readable_did(req, repo)
     if did is None:

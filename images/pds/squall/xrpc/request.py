@@ -37,6 +37,22 @@ class XrpcRequest:
             raise AuthRequired()
         return self.auth.did
 
+    # -- Squall's own caps, which the Lexicons do not state (they have checked types and formats) ---
+
+    def capped_param(self, name: str, max_length: int) -> Any:
+        """Query parameter ``name`` (a string; None when absent), refused when longer than ``max_length``."""
+        value = self.args.get(name)
+        if value is not None and len(value) > max_length:
+            raise InvalidRequest(f"Error: Params property \"{name}\" is too long")
+        return value
+
+    def capped_list_param(self, name: str, max_items: int) -> list[Any]:
+        """Array query parameter ``name`` (empty when absent), refused when longer than ``max_items``."""
+        values = self.args.get(name, [])
+        if len(values) > max_items:
+            raise InvalidRequest(f"Error: Params property \"{name}\" has too many items")
+        return values
+
     # -- JSON body ---------------------------------------------------------------------------------
 
     def capped(self, name: str, max_length: int) -> Any:

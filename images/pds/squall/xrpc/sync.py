@@ -106,9 +106,7 @@ async def get_record(req: XrpcRequest) -> Response:
 
 async def get_blocks(req: XrpcRequest) -> Response:
     did = req.args["did"]
-    raw = req.args["cids"]
-    if len(raw) > MAX_GET_BLOCKS:
-        raise InvalidRequest("Error: Params property \"cids\" has too many items")
+    raw = req.capped_list_param("cids", MAX_GET_BLOCKS)
     cids = [parse_cid(value, f"Params/cids/{i}") for i, value in enumerate(raw)]
     await assert_repo_availability(req, did)
     async with req.ctx.db.reader() as conn:
@@ -144,9 +142,7 @@ def _parse_cursor(cursor: str) -> tuple[str, str]:
 
 async def list_repos(req: XrpcRequest) -> dict[str, Any]:
     limit = req.args["limit"]
-    cursor = req.args.get("cursor")
-    if cursor is not None and len(cursor) > 4096:
-        raise InvalidRequest("Error: Params property \"cursor\" is too long")
+    cursor = req.capped_param("cursor", 4096)
     after = _parse_cursor(cursor) if cursor is not None else None
     rows = await repo_rows.list_repos(req.ctx.db, limit, after)
     repos = []
