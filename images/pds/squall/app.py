@@ -39,7 +39,7 @@ from .store.db import Database
 from .version import __version__
 from .xrpc.dispatch import dispatch, error_response
 from .xrpc.errors import InternalServerError, RateLimitExceeded, XRPCError
-from .xrpc.registry import Auth, Registry
+from .xrpc.registry import Auth, Registry, method_lexicons
 
 
 def feature_modules() -> list[ModuleType]:
@@ -104,7 +104,9 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
         issuer = TokenIssuer(secrets.jwt_secret, settings.service_did)
         verifier = AuthVerifier(issuer, hasher, admin_password=secrets.admin_password,
                                 admin_token_hash=settings.admin_token_hash)
-        registry = Registry()
+        # The bundled Lexicons, loaded once per app: the registry checks method inputs against
+        # them, the repo service (ctx.registry.lexicons) checks records.
+        registry = Registry(lexicons=method_lexicons())
         ctx = AppContext(settings=settings, secrets=secrets, db=db, registry=registry, issuer=issuer,
                          verifier=verifier, hasher=hasher, log=log, metrics=Metrics(settings.metrics_enabled))
         ctx.metrics.bind(ctx)

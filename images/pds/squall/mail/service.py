@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..accounts import operator_tokens
 from ..accounts.signup import check_password, is_valid_email
-from ..accounts.store import Account, get_by_did, get_by_did_sync, get_by_email
+from ..store.accounts import Account, get_by_did, get_by_did_sync, get_by_email
 from ..auth.passwords import hash_password
 from ..errors import AuthRequired, InvalidRequest
 from ..store import accounts as accounts_store

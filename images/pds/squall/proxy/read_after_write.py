@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ..accounts.store import get_by_did
+from ..store.accounts import get_by_did
 from ..atproto.tid import is_valid_tid, tid_timestamp
 from ..atproto.lexicon import Lexicons, LexiconNotFoundError, LexiconSchemaError, LexiconValidationError
 from ..errors import UpstreamError

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from ..accounts.store import get_by_did
+from ..store.accounts import get_by_did
 from ..atproto.crypto import Keypair
 from ..auth.service_jwt import create_service_jwt
 from ..net import OutboundPolicy

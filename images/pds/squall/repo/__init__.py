@@ -18,5 +18,6 @@ __all__ = ["RepoService", "start"]
 
 
 async def start(ctx: "AppContext") -> None:
-    ctx.repo = RepoService(ctx.db, ctx.tid_clock, ctx.log, firehose=ctx.firehose, blobs=ctx.blobs)
+    ctx.repo = RepoService(ctx.db, ctx.tid_clock, ctx.log, firehose=ctx.firehose, blobs=ctx.blobs,
+                           lexicons=ctx.registry.lexicons)
     ctx.repo.metrics = ctx.metrics

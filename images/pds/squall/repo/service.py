@@ -1,9 +1,10 @@
 """The repository service: ``ctx.repo``.
 
-It owns what every repo write shares — the app's TID clock, the bundled Lexicons, a cache of
-decoded MST nodes — and runs each write as prepare (here, before any lock) → build and persist
-(:func:`squall.repo.writer.commit_writes`, one ``Database.write`` transaction) → wake the firehose
-and make referenced blobs permanent (after the commit is durable).
+It owns what every repo write shares — the app's TID clock, the bundled Lexicons (the app's one
+copy, held by the XRPC registry), a cache of decoded MST nodes — and runs each write as prepare
+(here, before any lock) → build and persist (:func:`squall.repo.writer.commit_writes`, one
+``Database.write`` transaction) → wake the firehose and make referenced blobs permanent (after the
+commit is durable).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from weakref import WeakSet
 from typing import TYPE_CHECKING, Any
 
 from ..atproto.cid import CID
-from ..atproto.lexicon import Lexicons, load_bundled
+from ..atproto.lexicon import Lexicons
 from ..atproto.mst import NodeCache
 from ..atproto.tid import TidClock
 from ..store.db import Database
@@ -44,14 +45,13 @@ def _load_blob_refs(log: logging.Logger) -> ModuleType | None:
 
 class RepoService:
     def __init__(self, db: Database, clock: TidClock, log: logging.Logger, *, firehose: "Firehose | None",
-                 blobs: "BlobService | None", lexicons: Lexicons | None = None,
-                 blob_refs: ModuleType | None = None) -> None:
+                 blobs: "BlobService | None", lexicons: Lexicons, blob_refs: ModuleType | None = None) -> None:
         self.db = db
         self.clock = clock
         self.log = log
         self.firehose = firehose  # woken after each commit
         self.blobs = blobs  # makes newly referenced blobs permanent after each commit
-        self.lexicons = lexicons if lexicons is not None else load_bundled()
+        self.lexicons = lexicons
         self.preparer = Preparer(self.lexicons, clock)
         self.node_cache = NodeCache(NODE_CACHE_SIZE)
         self.blob_refs = blob_refs if blob_refs is not None else _load_blob_refs(log)

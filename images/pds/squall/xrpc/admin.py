@@ -123,30 +123,18 @@ def _did(value: Any, where: str) -> str:
     return value
 
 
-def _did_field(req: XrpcRequest, name: str) -> str:
-    return _did(req.field(name, str), f"Input/{name}")
-
-
-def _did_param(req: XrpcRequest, name: str = "did", *, required: bool = True) -> str | None:
-    value = req.str_param(name, required=required, max_length=2048)
-    if value is None:
-        return None
-    return _did(value, f"Params/{name}")
-
-
-def _string(req: XrpcRequest, name: str, *, required: bool = True, max_length: int = 2048) -> str | None:
-    value = req.field(name, str, required=required)
-    if value is not None and len(value) > max_length:
-        raise InvalidRequest(f"Input/{name} is too long (at most {max_length} characters)")
-    return value
+# The XRPC methods' inputs have been checked against their Lexicons by the dispatcher (types,
+# required properties, formats such as did, at-uri and cid); what follows is Squall's own bounds
+# and the meaning of values. ``_did`` serves the operator's token routes, which are not XRPC.
 
 
 def _string_list(req: XrpcRequest, name: str) -> list[str]:
-    values = req.field(name, list, required=False, default=[])
+    """An optional array-of-strings input, with Squall's count and length caps."""
+    values = req.body.get(name, [])
     if len(values) > MAX_CODES:
         raise InvalidRequest(f"Input/{name} may hold at most {MAX_CODES} items")
     for i, v in enumerate(values):
-        if not isinstance(v, str) or len(v) > 2048:
+        if len(v) > 2048:
             raise InvalidRequest(f"Input/{name}/{i} must be a string")
     return values
 
@@ -158,37 +146,27 @@ async def _account_by_did(req: XrpcRequest, did: str) -> Account:
     return account
 
 
-def _status_attr(value: Any, where: str) -> takedown.Takedown | None:
+def _status_attr(value: dict[str, Any] | None, where: str) -> takedown.Takedown | None:
+    """A com.atproto.admin.defs#statusAttr, with Squall's cap on its ``ref``."""
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"{where} must be an object")
-    applied = value.get("applied")
-    if type(applied) is not bool:
-        raise InvalidRequest(f"{where}/applied must be a boolean")
     ref = value.get("ref")
-    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
+    if ref is not None and len(ref) > MAX_REF_LENGTH:
         raise InvalidRequest(f"{where}/ref must be a string of at most {MAX_REF_LENGTH} characters")
-    return takedown.Takedown(applied, ref)
+    return takedown.Takedown(value["applied"], ref)
 
 
-def _cid(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{where} must be a CID string")
+def _cid(value: str, where: str) -> str:
+    """A CID in its canonical string form (the Lexicon checked the syntax; this re-encodes it)."""
     try:
         return str(CID.decode(value))
     except (AtprotoError, ValueError) as exc:
         raise InvalidRequest(f"{where} is not a valid CID: {exc}") from None
 
 
-async def _record_path(req: XrpcRequest, uri: Any, where: str) -> tuple[str, str, str]:
+async def _record_path(req: XrpcRequest, uri: str, where: str) -> tuple[str, str, str]:
     """(did, collection, rkey) of a record at-uri; a handle authority must be a local account's."""
-    if not isinstance(uri, str):
-        raise InvalidRequest(f"{where} must be an at-uri string")
-    try:
-        parsed = syntax.AtUri.parse(uri)
-    except InvalidSyntax as exc:
-        raise InvalidRequest(f"{where} must be a valid at-uri: {exc}") from None
+    parsed = syntax.AtUri.parse(uri)
     if parsed.collection is None or parsed.rkey is None:
         raise InvalidRequest(f"{where} must name a record (at://<did>/<collection>/<rkey>)")
     did = parsed.authority
@@ -259,7 +237,7 @@ async def _account_views(req: XrpcRequest, dids: list[str]) -> list[dict[str, An
 
 
 async def get_account_info(req: XrpcRequest) -> dict[str, Any]:
-    did = _did_param(req)
+    did = req.args["did"]
     views = await _account_views(req, [did])
     if not views:
         raise InvalidRequest("Account not found", "NotFound")
@@ -267,10 +245,7 @@ async def get_account_info(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def get_account_infos(req: XrpcRequest) -> dict[str, Any]:
-    raw = req.list_param("dids", max_items=MAX_INFOS)
-    if not raw:
-        raise InvalidRequest("Error: Params must have the property \"dids\"")
-    dids = list(dict.fromkeys(_did(d, f"Params/dids/{i}") for i, d in enumerate(raw)))
+    dids = list(dict.fromkeys(req.capped_list_param("dids", MAX_INFOS)))
     return {"infos": await _account_views(req, dids)}
 
 
@@ -279,14 +254,14 @@ async def get_account_infos(req: XrpcRequest) -> dict[str, Any]:
 
 async def update_subject_status(req: XrpcRequest) -> dict[str, Any]:
     ctx = req.ctx
-    subject = req.field("subject", dict)
+    subject = req.body["subject"]
     take = _status_attr(req.body.get("takedown"), "Input/takedown")
     deactivated = _status_attr(req.body.get("deactivated"), "Input/deactivated")
     if take is not None and take.applied and deactivated is not None and not deactivated.applied:
         raise InvalidRequest("Cannot activate and takedown an account at the same time")
     kind = subject.get("$type")
     if kind == REPO_REF:
-        did = _did(subject.get("did"), "Input/subject/did")
+        did = subject["did"]
 
         def run(conn: sqlite3.Connection) -> None:
             if take is not None:
@@ -304,14 +279,14 @@ async def update_subject_status(req: XrpcRequest) -> dict[str, Any]:
         await wake_firehose(ctx)
         out_subject: dict[str, Any] = {"$type": REPO_REF, "did": did}
     elif kind == STRONG_REF:
-        did, collection, rkey = await _record_path(req, subject.get("uri"), "Input/subject/uri")
-        cid = _cid(subject.get("cid"), "Input/subject/cid")
+        did, collection, rkey = await _record_path(req, subject["uri"], "Input/subject/uri")
+        cid = _cid(subject["cid"], "Input/subject/cid")
         out_subject = {"$type": STRONG_REF, "uri": subject["uri"], "cid": cid}
         if take is not None:
             await ctx.db.write(takedown.set_record_takedown, did, collection, rkey, take)
     elif kind == REPO_BLOB_REF:
-        did = _did(subject.get("did"), "Input/subject/did")
-        cid = _cid(subject.get("cid"), "Input/subject/cid")
+        did = subject["did"]
+        cid = _cid(subject["cid"], "Input/subject/cid")
         out_subject = {"$type": REPO_BLOB_REF, "did": did, "cid": cid}
         record_uri = subject.get("recordUri")
         if record_uri is not None:
@@ -332,9 +307,9 @@ async def update_subject_status(req: XrpcRequest) -> dict[str, Any]:
 
 async def get_subject_status(req: XrpcRequest) -> dict[str, Any]:
     db = req.ctx.db
-    did = _did_param(req, required=False)
-    uri = req.str_param("uri", max_length=syntax.MAX_AT_URI_LENGTH + 1)
-    blob = req.str_param("blob", max_length=512)
+    did = req.args.get("did")
+    uri = req.args.get("uri")
+    blob = req.args.get("blob")
     if blob is not None:
         if did is None:
             raise InvalidRequest("Must provide a did to request blob state")
@@ -355,16 +330,15 @@ async def get_subject_status(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def delete_account_admin(req: XrpcRequest) -> None:
-    did = _did_field(req, "did")
+    did = req.body["did"]
     await deletion.delete(req.ctx, did)
 
 
 async def update_account_handle(req: XrpcRequest) -> None:
     ctx = req.ctx
-    did = _did_field(req, "did")
-    raw = _string(req, "handle", max_length=300)
+    did = req.body["did"]
     try:
-        checked = check_handle(raw, list(ctx.settings.service_handle_domains), allow_reserved=True)
+        checked = check_handle(req.body["handle"], list(ctx.settings.service_handle_domains), allow_reserved=True)
     except HandleError as exc:
         raise InvalidRequest(str(exc), exc.name) from None
     account = await _account_by_did(req, did)
@@ -374,12 +348,8 @@ async def update_account_handle(req: XrpcRequest) -> None:
 
 async def update_account_email(req: XrpcRequest) -> None:
     ctx = req.ctx
-    identifier = _string(req, "account", max_length=2048)
-    try:
-        syntax.ensure_valid_at_identifier(identifier)
-    except InvalidSyntax as exc:
-        raise InvalidRequest(f"Input/account must be a handle or DID: {exc}") from None
-    email = _string(req, "email", max_length=512).strip()
+    identifier = req.body["account"]  # a handle or DID
+    email = req.capped("email", 512).strip()
     if not is_valid_email(email):
         raise InvalidRequest("This email address is not supported, please use a different email.")
     if identifier.startswith("did:"):
@@ -400,8 +370,8 @@ async def update_account_email(req: XrpcRequest) -> None:
 
 async def update_account_password(req: XrpcRequest) -> None:
     ctx = req.ctx
-    did = _did_field(req, "did")
-    password = _string(req, "password", max_length=4096)
+    did = req.body["did"]
+    password = req.capped("password", 4096)
     check_password(password)
     await _account_by_did(req, did)
     digest = await hash_password(ctx.hasher, password)
@@ -434,8 +404,8 @@ async def disable_invite_codes(req: XrpcRequest) -> None:
 
 def _account_invites(disabled: bool):
     async def handler(req: XrpcRequest) -> None:
-        did = _did_field(req, "account")
-        _string(req, "note", required=False, max_length=10_000)
+        did = req.body["account"]
+        req.capped("note", 10_000)  # unused, but bounded
 
         def run(conn: sqlite3.Connection) -> None:
             if not accounts_store.set_invites_disabled(conn, did, disabled):
@@ -447,9 +417,9 @@ def _account_invites(disabled: bool):
 
 
 async def get_invite_codes(req: XrpcRequest) -> dict[str, Any]:
-    sort = req.str_param("sort", default="recent", max_length=32)
-    limit = req.int_param("limit", default=100, minimum=1, maximum=500)
-    cursor = req.str_param("cursor", max_length=1024)
+    sort = req.args["sort"]
+    limit = req.args["limit"]
+    cursor = req.capped_param("cursor", 1024)
     if sort not in invites_store.ORDER_KEYS:
         raise InvalidRequest(f"unknown sort method: {sort} (use recent or usage)")
     after = None
@@ -477,10 +447,9 @@ async def get_invite_codes(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def send_email(req: XrpcRequest) -> dict[str, Any]:
-    recipient = _did_field(req, "recipientDid")
+    recipient = req.body["recipientDid"]
     if req.ctx.mail.moderation_enabled:  # PDS_MODERATION_EMAIL_* (squall.mail)
-        await req.ctx.mail.send_moderation(recipient, _string(req, "subject", required=False, max_length=500),
-                                           _string(req, "content", max_length=50_000))
+        await req.ctx.mail.send_moderation(recipient, req.capped("subject", 500), req.capped("content", 50_000))
         return {"sent": True}
     raise InvalidRequest("This PDS sends no moderation e-mail (PDS_MODERATION_EMAIL_SMTP_URL and "
                          "PDS_MODERATION_EMAIL_ADDRESS are not set). Reach the account holder another way; "
@@ -503,9 +472,9 @@ async def delete_account(req: XrpcRequest) -> None:
     hash, and the token is checked again in the deleting transaction.
     """
     ctx = req.ctx
-    did = _did_field(req, "did")
-    password = _string(req, "password", max_length=4096)
-    token = _string(req, "token", max_length=64)
+    did = req.body["did"]
+    password = req.capped("password", 4096)
+    token = req.capped("token", 64)
     if len(password) > MAX_PASSWORD_LENGTH:
         raise AuthRequired("Password too long. Consider resetting your password.")
     account = await get_by_did(ctx.db, did)

@@ -18,16 +18,14 @@ from typing import Any, AsyncIterator
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
-from ..accounts.store import get_by_did
-from ..atproto import syntax
 from ..atproto.cid import CID
-from ..atproto.errors import DecodeError, InvalidSyntax
-from ..atproto.tid import is_valid_tid
+from ..atproto.errors import DecodeError
 from ..auth.verifier import ANONYMOUS, AuthResult
 from ..blobs.service import BlobService
 from ..blobs.store import BlobNotFoundError, BlobStoreError
 from ..ratelimit import DAY, KeyBy, RateLimit
 from ..store import blobs as blob_rows
+from ..store.accounts import get_by_did
 from .dispatch import check_declared_length
 from .errors import InvalidRequest, RangeNotSatisfiable, UpstreamFailure
 from .registry import Auth, Method
@@ -60,17 +58,10 @@ def _service(req: XrpcRequest) -> BlobService:
     return req.ctx.blobs
 
 
-def _did_param(req: XrpcRequest) -> str:
-    did = req.str_param("did", required=True, max_length=2048)
-    try:
-        syntax.ensure_valid_did(did)
-    except InvalidSyntax as exc:
-        raise InvalidRequest(f"Error: Params property \"did\" must be a valid did: {exc}") from None
-    return did
-
-
-def _cid_param(req: XrpcRequest, name: str = "cid", *, required: bool = True) -> CID | None:
-    raw = req.str_param(name, required=required, max_length=512)
+def _cid_arg(req: XrpcRequest, name: str) -> CID | None:
+    """Parameter ``name`` decoded as a CID; None when absent. The Lexicon checks only the loose
+    syntax of a ``cid`` (and ``cursor`` is a plain string to it, the last CID listed to Squall)."""
+    raw = req.capped_param(name, 512)
     if raw is None:
         return None
     try:
@@ -159,9 +150,9 @@ async def upload_blob(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def get_blob(req: XrpcRequest) -> StreamingResponse:
-    did = _did_param(req)
-    cid = _cid_param(req)
-    assert cid is not None
+    did = req.args["did"]
+    cid = _cid_arg(req, "cid")
+    assert cid is not None  # required by the Lexicon
     await _assert_repo_available(req, did)
     service = _service(req)
     info = await service.info(did, cid)
@@ -193,12 +184,8 @@ async def get_blob(req: XrpcRequest) -> StreamingResponse:
 
 
 async def list_blobs(req: XrpcRequest) -> dict[str, Any]:
-    did = _did_param(req)
-    since = req.str_param("since", max_length=64)
-    if since is not None and not is_valid_tid(since):
-        raise InvalidRequest("Error: Params property \"since\" must be a valid tid")
-    limit = req.int_param("limit", default=500, minimum=1, maximum=1000)
-    cursor = _cid_param(req, "cursor", required=False)
+    did, since, limit = req.args["did"], req.args.get("since"), req.args["limit"]
+    cursor = _cid_arg(req, "cursor")
     await _assert_repo_available(req, did)
     after = str(cursor) if cursor is not None else ""
     cids = await blob_rows.list_record_blob_cids(req.ctx.db, did, after, limit, since)
@@ -212,8 +199,8 @@ async def list_blobs(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def list_missing_blobs(req: XrpcRequest) -> dict[str, Any]:
-    limit = req.int_param("limit", default=500, minimum=1, maximum=1000)
-    cursor = _cid_param(req, "cursor", required=False)
+    limit = req.args["limit"]
+    cursor = _cid_arg(req, "cursor")
     after = str(cursor) if cursor is not None else ""
     rows = await blob_rows.list_missing_blobs(req.ctx.db, req.did, after, limit)
     blobs = [{"cid": row["cid"], "recordUri": row["uri"]} for row in rows]

@@ -199,7 +199,6 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
             nsid=method.nsid, body=body, content_type=request.headers.get("content-type", ""),
             appview=_appview_ref(ctx)))
 
-    req = XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, params=request.query_params, body=body,
-                      args=args)
+    req = XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, body=body, args=args)
     result = await method.handler(req)
     return _json_result(result)

@@ -55,10 +55,7 @@ def _service(req_or_ctx: Any) -> IdentityService:
 
 
 async def resolve_handle(req: XrpcRequest) -> dict[str, Any]:
-    handle = req.str_param("handle", required=True, max_length=253 + 8)
-    if not syntax.is_valid_handle(handle):
-        raise InvalidRequest("Error: handle must be a valid handle")
-    did = await _service(req).resolve_handle(handle)
+    did = await _service(req).resolve_handle(req.args["handle"])
     if did is None:
         raise HandleNotFound()
     return {"did": did}
@@ -67,7 +64,7 @@ async def resolve_handle(req: XrpcRequest) -> dict[str, Any]:
 async def update_handle(req: XrpcRequest) -> None:
     ctx = req.ctx
     try:
-        checked = check_handle(req.field("handle", str), list(ctx.settings.service_handle_domains))
+        checked = check_handle(req.body["handle"], list(ctx.settings.service_handle_domains))
     except HandleError as exc:
         raise InvalidRequest(str(exc), exc.name) from None
     account = await accounts_store.get_handle(ctx.db, req.did)

@@ -20,15 +20,9 @@ SMALL_BODY = 100_000
 MAX_EMAIL = 512
 
 
-def _string(req: XrpcRequest, name: str, *, required: bool = True, max_length: int) -> str | None:
-    value = req.field(name, str, required=required)
-    if value is not None and len(value) > max_length:
-        raise InvalidRequest(f"Input/{name} is too long (at most {max_length} characters)")
-    return value
-
-
-def _token(req: XrpcRequest, *, required: bool = True) -> str | None:
-    token = req.field("token", str, required=required)
+def _token(req: XrpcRequest) -> str | None:
+    # Type and presence come from the method's lexicon (the dispatcher checked them).
+    token = req.body.get("token")
     if token is not None and len(token) > MAX_TOKEN_LENGTH:
         raise InvalidRequest("Token is invalid", "InvalidToken")
     return token
@@ -39,18 +33,18 @@ async def request_email_confirmation(req: XrpcRequest) -> None:
 
 
 async def confirm_email(req: XrpcRequest) -> None:
-    email = _string(req, "email", max_length=MAX_EMAIL)
+    email = req.capped("email", MAX_EMAIL)
     await req.ctx.mail.confirm_email(req.did, email, _token(req))
 
 
 async def request_password_reset(req: XrpcRequest) -> None:
-    email = _string(req, "email", max_length=MAX_EMAIL)
+    email = req.capped("email", MAX_EMAIL)
     await req.ctx.mail.request_password_reset(email)
 
 
 async def reset_password(req: XrpcRequest) -> None:
     token = _token(req)
-    password = _string(req, "password", max_length=4096)
+    password = req.capped("password", 4096)
     await req.ctx.mail.reset_password(token, password)
 
 
@@ -59,9 +53,9 @@ async def request_email_update(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def update_email(req: XrpcRequest) -> None:
-    email = _string(req, "email", max_length=MAX_EMAIL)
-    auth_factor = req.field("emailAuthFactor", bool, required=False)
-    await req.ctx.mail.update_email(req.did, email, _token(req, required=False), auth_factor)
+    email = req.capped("email", MAX_EMAIL)
+    auth_factor = req.body.get("emailAuthFactor")
+    await req.ctx.mail.update_email(req.did, email, _token(req), auth_factor)
 
 
 _PER_DID = (RateLimit("email-request-did-hour", 15, HOUR, KeyBy.DID),

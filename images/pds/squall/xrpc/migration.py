@@ -19,10 +19,10 @@ from typing import Any, AsyncIterator
 from starlette.requests import ClientDisconnect
 
 from ..accounts import migration, operator_tokens
-from ..accounts.store import get_by_did
 from ..atproto.crypto import PublicKey
 from ..identity import plc
 from ..repo.importer import MAX_IMPORT_BYTES, import_repo
+from ..store.accounts import get_by_did
 from .dispatch import check_declared_length
 from .errors import InvalidRequest, UpstreamFailure
 from .registry import Auth, Method
@@ -101,7 +101,7 @@ async def import_repo_handler(req: XrpcRequest) -> dict[str, Any] | None:
 
 
 async def submit_plc_operation(req: XrpcRequest) -> None:
-    operation = req.field("operation", dict)
+    operation = req.body["operation"]
     await migration.submit_plc_operation(req.ctx, req.did, operation)
 
 
@@ -116,23 +116,17 @@ async def request_plc_operation_signature(req: XrpcRequest) -> None:
     raise InvalidRequest(NO_MAIL_PLC)
 
 
-def _string_list(req: XrpcRequest, name: str) -> list[str] | None:
-    values = req.field(name, list, required=False)
-    if values is not None and not all(isinstance(v, str) for v in values):
-        raise InvalidRequest(f"Input/{name} must be a list of strings")
-    return values
-
-
 async def sign_plc_operation(req: XrpcRequest) -> dict[str, Any]:
-    token = req.field("token", str, required=False)
+    body = req.body  # checked against the Lexicon: token a string, the lists strings
+    token = body.get("token")
     if token is not None and len(token) > operator_tokens.MAX_TOKEN_LENGTH:
         raise InvalidRequest("Token is invalid", "InvalidToken")
     operation = await migration.sign_plc_operation(
         req.ctx, req.did, token,
-        rotation_keys=_string_list(req, "rotationKeys"),
-        also_known_as=_string_list(req, "alsoKnownAs"),
-        verification_methods=req.field("verificationMethods", dict, required=False),
-        services=req.field("services", dict, required=False),
+        rotation_keys=body.get("rotationKeys"),
+        also_known_as=body.get("alsoKnownAs"),
+        verification_methods=body.get("verificationMethods"),
+        services=body.get("services"),
     )
     return {"operation": operation}
 

@@ -186,14 +186,11 @@ def _is_service_audience(value: str) -> bool:
 
 
 async def get_service_auth(req: XrpcRequest) -> dict[str, Any]:
-    aud = req.str_param("aud", required=True, max_length=2048)
-    assert aud is not None
+    aud = req.args["aud"]  # the Lexicon's did format is loosened for did#service_id (LOOSENED_FORMATS)
     if not _is_service_audience(aud):
         raise InvalidRequest("aud must be a valid atproto DID or did#serviceId reference")
-    lxm = req.str_param("lxm", max_length=317)
-    if lxm is not None and not syntax.is_valid_nsid(lxm):
-        raise InvalidRequest("Error: Params property \"lxm\" must be a valid NSID")
-    exp = req.int_param("exp")
+    lxm = req.args.get("lxm")
+    exp = req.args.get("exp")
     if lxm is not None and is_privileged(lxm) and not req.auth.is_privileged:
         raise InvalidRequest(f"insufficient access to request a service auth token for the following method: {lxm}")
     if exp is not None:

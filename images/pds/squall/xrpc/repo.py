@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..accounts.store import find_account
-from ..atproto import syntax
+from ..store.accounts import find_account
 from ..atproto.repo import CREATE, MAX_OPS_PER_COMMIT, UPDATE
 from ..identity.document import handle_from_doc
 from ..repo import reader
-from ..repo.prepare import PUT, UNSET, PreparedWrite, check_collection, check_rkey, check_string, parse_cid
+from ..repo.prepare import PUT, UNSET, PreparedWrite, parse_cid
 from ..repo.service import RepoService
 from ..repo.writer import check_account_row
 from .errors import AuthRequired, InvalidRequest
@@ -35,15 +34,11 @@ def _service(req: XrpcRequest) -> RepoService:
     return req.ctx.repo
 
 
-def _identifier(value: Any, where: str) -> str:
-    return check_string(value, where, syntax.ensure_valid_at_identifier, f"{where} must be a valid handle or DID")
-
-
 async def _writer_did(req: XrpcRequest) -> str:
     """The repo being written: it must be the caller's own. Whether the account exists and is
     active is checked inside the write transaction, where it counts (AccountNotFound,
     AccountTakedown, AccountDeactivated), so the caller's own DID costs no lookup here."""
-    identifier = _identifier(req.field("repo", str), "Input/repo")
+    identifier = req.body["repo"]
     if identifier == req.did:
         return identifier
     account = await find_account(req.ctx.db, identifier)
@@ -55,12 +50,12 @@ async def _writer_did(req: XrpcRequest) -> str:
     return account.did
 
 
-def _validate_flag(req: XrpcRequest) -> bool | None:
-    return req.field("validate", bool, required=False)
+# The inputs below have been checked against the method's Lexicon by the dispatcher (types,
+# required properties, formats); the preparer adds the record-type rules (key type, record schema).
 
 
 def _swap_commit(req: XrpcRequest):
-    value = req.field("swapCommit", str, required=False)
+    value = req.body.get("swapCommit")
     return parse_cid(value, "Input/swapCommit") if value is not None else None
 
 
@@ -78,8 +73,8 @@ async def create_record(req: XrpcRequest) -> dict[str, Any]:
     did = await _writer_did(req)
     service = _service(req)
     write = service.preparer.record_write(
-        CREATE, req.field("collection", str), req.field("rkey", str, required=False),
-        req.field("record", dict), validate=_validate_flag(req),
+        CREATE, req.body["collection"], req.body.get("rkey"), req.body["record"],
+        validate=req.body.get("validate"),
     )
     outcome = await service.apply(did, [write], _swap_commit(req))
     return {**_write_view(did, write), "commit": outcome.commit_view()}
@@ -95,8 +90,8 @@ async def put_record(req: XrpcRequest) -> dict[str, Any]:
     else:
         swap = parse_cid(raw_swap, "Input/swapRecord")
     write = service.preparer.record_write(
-        PUT, req.field("collection", str), req.field("rkey", str), req.field("record", dict),
-        validate=_validate_flag(req), swap_record=swap,
+        PUT, req.body["collection"], req.body["rkey"], req.body["record"],
+        validate=body.get("validate"), swap_record=swap,
     )
     outcome = await service.apply(did, [write], _swap_commit(req))
     out = _write_view(did, write)
@@ -109,9 +104,9 @@ async def put_record(req: XrpcRequest) -> dict[str, Any]:
 async def delete_record(req: XrpcRequest) -> dict[str, Any]:
     did = await _writer_did(req)
     service = _service(req)
-    swap_value = req.field("swapRecord", str, required=False)
+    swap_value = req.body.get("swapRecord")
     swap = parse_cid(swap_value, "Input/swapRecord") if swap_value is not None else UNSET
-    write = service.preparer.delete(req.field("collection", str), req.field("rkey", str),
+    write = service.preparer.delete(req.body["collection"], req.body["rkey"],
                                     swap_record=swap, missing_ok=True)
     outcome = await service.apply(did, [write], _swap_commit(req))
     commit = outcome.commit_view()
@@ -121,29 +116,25 @@ async def delete_record(req: XrpcRequest) -> dict[str, Any]:
 async def apply_writes(req: XrpcRequest) -> dict[str, Any]:
     did = await _writer_did(req)
     service = _service(req)
-    raw = req.field("writes", list)
+    raw = req.body["writes"]
     if len(raw) > MAX_OPS_PER_COMMIT:
         raise InvalidRequest(f"Too many writes. Max: {MAX_OPS_PER_COMMIT}")
     if not raw:
         raise InvalidRequest("Input/writes must hold at least one write")
-    validate = _validate_flag(req)
+    validate = req.body.get("validate")
     prepared: list[PreparedWrite] = []
     for i, item in enumerate(raw):
+        # A closed union: each item is one of the three, with its required properties.
         where = f"Input/writes/{i}"
-        if type(item) is not dict:
-            raise InvalidRequest(f"{where} must be an object")
-        kind = item.get("$type")
+        kind = item["$type"]
         if kind == _CREATE:
             prepared.append(service.preparer.record_write(
-                CREATE, item.get("collection"), item.get("rkey"), item.get("value"), validate=validate, where=where))
+                CREATE, item["collection"], item.get("rkey"), item["value"], validate=validate, where=where))
         elif kind == _UPDATE:
             prepared.append(service.preparer.record_write(
-                UPDATE, item.get("collection"), item.get("rkey"), item.get("value"), validate=validate, where=where))
-        elif kind == _DELETE:
-            prepared.append(service.preparer.delete(item.get("collection"), item.get("rkey"), where=where))
-        else:
-            raise InvalidRequest(f"Action not supported: {kind!r} ({where}/$type must be one of "
-                                 f"{_CREATE}, {_UPDATE}, {_DELETE})")
+                UPDATE, item["collection"], item["rkey"], item["value"], validate=validate, where=where))
+        else:  # _DELETE
+            prepared.append(service.preparer.delete(item["collection"], item["rkey"], where=where))
     outcome = await service.apply(did, prepared, _swap_commit(req))
     results = []
     for w in prepared:
@@ -165,11 +156,9 @@ async def _readable_did(req: XrpcRequest, identifier: str) -> str | None:
 
 
 async def get_record(req: XrpcRequest) -> dict[str, Any]:
-    repo = _identifier(req.str_param("repo", required=True), "Params/repo")
-    collection = check_collection(req.str_param("collection", required=True), "Params/collection")
-    rkey = check_rkey(req.str_param("rkey", required=True), "Params/rkey")
-    cid = req.str_param("cid")
-    if cid is not None:
+    repo, collection, rkey = req.args["repo"], req.args["collection"], req.args["rkey"]
+    cid = req.args.get("cid")
+    if cid is not None:  # its canonical form
         cid = str(parse_cid(cid, "Params/cid"))
     record = await reader.get_active_record(req.ctx.db, repo, collection, rkey, cid,
                                             prepared=_service(req).prepared_readers)
@@ -179,11 +168,9 @@ async def get_record(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def list_records(req: XrpcRequest) -> dict[str, Any]:
-    repo = _identifier(req.str_param("repo", required=True), "Params/repo")
-    collection = check_collection(req.str_param("collection", required=True), "Params/collection")
-    limit = req.int_param("limit", default=50, minimum=1, maximum=100)
-    cursor = req.str_param("cursor", max_length=512)
-    reverse = req.bool_param("reverse", default=False)
+    repo, collection, limit = req.args["repo"], req.args["collection"], req.args["limit"]
+    cursor = req.capped_param("cursor", 512)
+    reverse = req.args.get("reverse", False)
     did = await _readable_did(req, repo)
     if did is None:
         raise InvalidRequest(f"Could not find repo: {repo}")
@@ -195,8 +182,7 @@ async def list_records(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def describe_repo(req: XrpcRequest) -> dict[str, Any]:
-
-    repo = _identifier(req.str_param("repo", required=True), "Params/repo")
+    repo = req.args["repo"]
     account = await assert_repo_availability(req, repo, self_or_admin=False)
     identity = req.ctx.identity
     doc = None

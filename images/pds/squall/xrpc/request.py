@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from .errors import AuthRequired, InvalidRequest
@@ -22,7 +21,6 @@ class XrpcRequest:
     method: "Method"
     http: Request
     auth: "AuthResult"
-    params: QueryParams
     body: Any = None  # parsed JSON object for "json" input; None otherwise
     # The parameters the method's Lexicon declares, already checked by the dispatcher: typed
     # (integer, boolean, a list for an array), with the Lexicon's defaults filled in; a parameter
@@ -39,57 +37,35 @@ class XrpcRequest:
             raise AuthRequired()
         return self.auth.did
 
-    # -- query parameters ----------------------------------------------------------------------
+    # -- Squall's own caps, which the Lexicons do not state (they have checked types and formats) ---
 
-    def str_param(self, name: str, *, required: bool = False, default: str | None = None,
-                  max_length: int = 8192) -> str | None:
-        values = self.params.getlist(name)
-        if not values:
-            if required:
-                raise InvalidRequest(f"Error: Params must have the property \"{name}\"")
-            return default
-        if len(values) > 1:
-            raise InvalidRequest(f"Error: Params property \"{name}\" must appear once")
-        value = values[0]
-        if len(value) > max_length:
+    def capped_param(self, name: str, max_length: int) -> Any:
+        """Query parameter ``name`` (a string; None when absent), refused when longer than ``max_length``."""
+        value = self.args.get(name)
+        if value is not None and len(value) > max_length:
             raise InvalidRequest(f"Error: Params property \"{name}\" is too long")
         return value
 
-    def int_param(self, name: str, *, default: int | None = None, minimum: int | None = None,
-                  maximum: int | None = None, required: bool = False) -> int | None:
-        raw = self.str_param(name, required=required)
-        if raw is None:
-            return default
-        try:
-            value = int(raw, 10)
-        except ValueError:
-            raise InvalidRequest(f"Error: Params property \"{name}\" must be an integer") from None
-        if minimum is not None and value < minimum:
-            raise InvalidRequest(f"Error: Params property \"{name}\" can not be less than {minimum}")
-        if maximum is not None and value > maximum:
-            raise InvalidRequest(f"Error: Params property \"{name}\" can not be greater than {maximum}")
-        return value
-
-    def bool_param(self, name: str, *, default: bool = False) -> bool:
-        raw = self.str_param(name)
-        if raw is None:
-            return default
-        if raw in ("true", "1"):
-            return True
-        if raw in ("false", "0"):
-            return False
-        raise InvalidRequest(f"Error: Params property \"{name}\" must be a boolean")
-
-    def list_param(self, name: str, *, max_items: int = 100) -> list[str]:
-        values = self.params.getlist(name)
+    def capped_list_param(self, name: str, max_items: int) -> list[Any]:
+        """Array query parameter ``name`` (empty when absent), refused when longer than ``max_items``."""
+        values = self.args.get(name, [])
         if len(values) > max_items:
             raise InvalidRequest(f"Error: Params property \"{name}\" has too many items")
         return values
 
     # -- JSON body ---------------------------------------------------------------------------------
 
+    def capped(self, name: str, max_length: int) -> Any:
+        """A string property of the JSON input (None when absent), refused when longer than
+        ``max_length``: Squall's own cap, which the Lexicon (that checked the type) does not state."""
+        value = self.body.get(name)
+        if value is not None and len(value) > max_length:
+            raise InvalidRequest(f"Input/{name} is too long (at most {max_length} characters)")
+        return value
+
     def field(self, name: str, kind: type | tuple[type, ...], *, required: bool = True, default: Any = None) -> Any:
-        """A top-level property of the JSON input, type-checked (bool is not an int here)."""
+        """A top-level property of the JSON input, type-checked (bool is not an int here), for a
+        method without a bundled Lexicon (app.bsky.actor.putPreferences)."""
         body = self.body if isinstance(self.body, dict) else {}
         if name not in body or body[name] is None:
             if required:

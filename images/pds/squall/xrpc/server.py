@@ -17,8 +17,6 @@ from ..accounts.sessions import LoginChecker, Session
 from ..store import blobs as blobs_store
 from ..store import repos as repos_store
 from ..store.accounts import Account, get_by_did, list_app_passwords as list_app_password_rows
-from ..atproto import syntax
-from ..atproto.errors import InvalidSyntax
 from ..auth.tokens import SCOPE_TAKENDOWN
 from ..store.sequencer import now_iso
 from ..ratelimit import MINUTE, SIGN_IN, RateLimit
@@ -41,28 +39,14 @@ async def start(ctx) -> None:
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-def _string(req: XrpcRequest, name: str, *, required: bool = True, max_length: int = 2048) -> str | None:
-    value = req.field(name, str, required=required)
-    if value is not None and len(value) > max_length:
-        raise InvalidRequest(f"Input/{name} is too long (at most {max_length} characters)")
-    return value
-
-
-def _integer(req: XrpcRequest, name: str, *, minimum: int, maximum: int, required: bool = True,
-             default: int | None = None) -> int:
-    value = req.field(name, int, required=required, default=default)
-    if value < minimum or value > maximum:
-        raise InvalidRequest(f"Input/{name} must be between {minimum} and {maximum}")
-    return value
-
-
-def _did(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{where} must be a string")
-    try:
-        syntax.ensure_valid_did(value)
-    except InvalidSyntax as exc:
-        raise InvalidRequest(f"{where} must be a valid did: {exc}") from None
+# The dispatcher has checked the JSON input against the method's Lexicon (types, required
+# properties, formats); the handlers check only Squall's own bounds, which no Lexicon states
+# (string caps with ``req.capped``, integer ranges here).
+def _in_range(req: XrpcRequest, name: str, maximum: int, default: int | None = None) -> int:
+    """Integer input property ``name`` between 1 and ``maximum`` (the Lexicon sets no range)."""
+    value = req.body.get(name, default)
+    if value < 1 or value > maximum:
+        raise InvalidRequest(f"Input/{name} must be between 1 and {maximum}")
     return value
 
 
@@ -120,14 +104,14 @@ async def describe_server(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def create_account(req: XrpcRequest) -> dict[str, Any]:
-    handle = _string(req, "handle", max_length=253)
-    email = _string(req, "email", required=False, max_length=512)
-    password = _string(req, "password", required=False, max_length=1024)
-    invite_code = _string(req, "inviteCode", required=False, max_length=256)
+    handle = req.body["handle"]  # handle syntax, so at most 253 characters
+    email = req.capped("email", 512)
+    password = req.capped("password", 1024)
+    invite_code = req.capped("inviteCode", 256)
     for unsupported in ("plcOp", "recoveryKey", "verificationCode", "verificationPhone"):
         if req.body.get(unsupported) is not None:
             raise InvalidRequest(f"Unsupported input: \"{unsupported}\" is not supported by this server")
-    did = _string(req, "did", required=False, max_length=2048)
+    did = req.body.get("did")
     if email is None:
         raise InvalidRequest("Email is required")
     if password is None:
@@ -136,7 +120,7 @@ async def create_account(req: XrpcRequest) -> dict[str, Any]:
     if did is not None:
         # Migration in (squall.accounts.migration): an existing DID, authorised by a service-auth
         # token from its current PDS; the account starts deactivated.
-        created = await migration.create_migrated_account(req.ctx, data, _did(did, "Input/did"),
+        created = await migration.create_migrated_account(req.ctx, data, did,
                                                           req.http.headers.get("authorization"))
     else:
         created = await signup.create_account(req.ctx, data)
@@ -193,12 +177,7 @@ async def activate_account(req: XrpcRequest) -> None:
 
 
 async def deactivate_account(req: XrpcRequest) -> None:
-    delete_after = _string(req, "deleteAfter", required=False, max_length=64)
-    if delete_after is not None:
-        try:
-            syntax.ensure_valid_datetime(delete_after)
-        except InvalidSyntax as exc:
-            raise InvalidRequest(f"Input/deleteAfter must be a valid datetime: {exc}") from None
+    delete_after = req.body.get("deleteAfter")  # a datetime
     await req.ctx.db.write(status.deactivate, req.did, delete_after)
     await account_events.wake_firehose(req.ctx)
 
@@ -207,10 +186,10 @@ async def deactivate_account(req: XrpcRequest) -> None:
 
 
 async def create_session(req: XrpcRequest) -> dict[str, Any]:
-    identifier = _string(req, "identifier", max_length=512)
-    password = _string(req, "password", max_length=4096)
-    allow_takendown = req.field("allowTakendown", bool, required=False, default=False)
-    auth_factor_token = req.field("authFactorToken", str, required=False)
+    identifier = req.capped("identifier", 512)
+    password = req.capped("password", 4096)
+    allow_takendown = req.body.get("allowTakendown", False)
+    auth_factor_token = req.body.get("authFactorToken")
     ctx = req.ctx
     account, app_password = await ctx.login.login(identifier, password)
     if app_password is None:  # e-mail two-factor (squall.mail): the account password wants a code too
@@ -256,8 +235,8 @@ async def delete_session(req: XrpcRequest) -> None:
 
 
 async def create_app_password(req: XrpcRequest) -> dict[str, Any]:
-    name = _string(req, "name", max_length=app_passwords.MAX_NAME_LENGTH).strip()
-    privileged = req.field("privileged", bool, required=False, default=False)
+    name = req.capped("name", app_passwords.MAX_NAME_LENGTH).strip()
+    privileged = req.body.get("privileged", False)
     if not name:
         raise InvalidRequest("Input/name must not be empty")
     ctx = req.ctx
@@ -284,7 +263,7 @@ async def list_app_passwords(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def revoke_app_password(req: XrpcRequest) -> None:
-    name = _string(req, "name", max_length=app_passwords.MAX_NAME_LENGTH)
+    name = req.capped("name", app_passwords.MAX_NAME_LENGTH)
     await req.ctx.db.write(app_passwords.delete, req.did, name)
 
 
@@ -292,21 +271,19 @@ async def revoke_app_password(req: XrpcRequest) -> None:
 
 
 async def create_invite_code(req: XrpcRequest) -> dict[str, Any]:
-    use_count = _integer(req, "useCount", minimum=1, maximum=MAX_USE_COUNT)
-    for_account = req.field("forAccount", str, required=False)
-    account = _did(for_account, "Input/forAccount") if for_account is not None else invites.ADMIN
+    use_count = _in_range(req, "useCount", MAX_USE_COUNT)
+    account = req.body.get("forAccount") or invites.ADMIN
     code = invites.generate_code(req.ctx.settings.hostname)
     await req.ctx.db.write(invites.insert_codes, [(code, account)], use_count, invites.ADMIN, now_iso())
     return {"code": code}
 
 
 async def create_invite_codes(req: XrpcRequest) -> dict[str, Any]:
-    code_count = _integer(req, "codeCount", minimum=1, maximum=MAX_CODE_COUNT, required=False, default=1)
-    use_count = _integer(req, "useCount", minimum=1, maximum=MAX_USE_COUNT)
-    raw_accounts = req.field("forAccounts", list, required=False, default=[invites.ADMIN])
-    if len(raw_accounts) > MAX_FOR_ACCOUNTS:
+    code_count = _in_range(req, "codeCount", MAX_CODE_COUNT, default=1)
+    use_count = _in_range(req, "useCount", MAX_USE_COUNT)
+    accounts = req.body.get("forAccounts", [invites.ADMIN])  # DIDs, per the Lexicon
+    if len(accounts) > MAX_FOR_ACCOUNTS:
         raise InvalidRequest(f"Input/forAccounts may list at most {MAX_FOR_ACCOUNTS} accounts")
-    accounts = [a if a == invites.ADMIN else _did(a, f"Input/forAccounts/{i}") for i, a in enumerate(raw_accounts)]
     hostname = req.ctx.settings.hostname
     out = [{"account": account, "codes": [invites.generate_code(hostname) for _ in range(code_count)]}
            for account in accounts]
@@ -316,8 +293,8 @@ async def create_invite_codes(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def get_account_invite_codes(req: XrpcRequest) -> dict[str, Any]:
-    include_used = req.bool_param("includeUsed", default=True)
-    create_available = req.bool_param("createAvailable", default=True)
+    include_used = req.args["includeUsed"]  # both default to true in the Lexicon
+    create_available = req.args["createAvailable"]
     ctx = req.ctx
     account = await _account(req)
     settings = ctx.settings
@@ -380,10 +357,7 @@ METHODS = (
 
 async def reserve_signing_key(req: XrpcRequest) -> dict[str, Any]:
     """A signing key kept for an account about to migrate here; no authentication, as the reference."""
-    did = req.body.get("did") if isinstance(req.body, dict) else None
-    if did is not None:
-        if not isinstance(did, str) or len(did) > 2048 or not syntax.is_valid_did(did):
-            raise InvalidRequest("Input/did must be a valid did")
+    did = req.body.get("did")  # format did: checked by the dispatcher against the lexicon
     return {"signingKey": await signing_keys.reserve(req.ctx.db, did)}
 
 

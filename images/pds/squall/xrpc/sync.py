@@ -13,31 +13,19 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
-from ..accounts.store import Account, find_account
-from ..atproto import syntax
 from ..atproto.car import encode_car
-from ..atproto.errors import InvalidSyntax
-from ..atproto.tid import is_valid_tid
 from ..auth.tokens import ACCESS_SCOPES, SCOPE_TAKENDOWN, TokenError
 from ..repo import reader
 from ..repo.export import RepoExport, RepoNotStored, get_blocks as read_blocks, record_proof
-from ..repo.prepare import check_collection, check_rkey, parse_cid
+from ..repo.prepare import parse_cid
 from ..store import repos as repo_rows
+from ..store.accounts import Account, find_account
 from .errors import InvalidRequest
 from .registry import Auth, Method
 from .request import XrpcRequest
 
 CAR_TYPE = "application/vnd.ipld.car"
 MAX_GET_BLOCKS = 1000
-
-
-def _did_param(req: XrpcRequest, name: str = "did") -> str:
-    did = req.str_param(name, required=True, max_length=2048)
-    try:
-        syntax.ensure_valid_did(did)
-    except InvalidSyntax as exc:
-        raise InvalidRequest(f"Error: Params property \"{name}\" must be a valid did: {exc}") from None
-    return did
 
 
 async def _caller(req: XrpcRequest) -> tuple[str | None, bool]:
@@ -84,10 +72,8 @@ def _car(body: bytes) -> Response:
 
 
 async def get_repo(req: XrpcRequest) -> Response:
-    did = _did_param(req)
-    since = req.str_param("since", max_length=64)
-    if since is not None and not is_valid_tid(since):
-        raise InvalidRequest("Error: Params property \"since\" must be a valid tid (a repo rev)")
+    did = req.args["did"]
+    since = req.args.get("since")  # a repo rev (tid)
     await assert_repo_availability(req, did)
     try:
         export = await RepoExport.open(req.ctx.db.path, did, since)
@@ -97,7 +83,7 @@ async def get_repo(req: XrpcRequest) -> Response:
 
 
 async def get_latest_commit(req: XrpcRequest) -> dict[str, Any]:
-    did = _did_param(req)
+    did = req.args["did"]
     await assert_repo_availability(req, did)
     root = await reader.get_root(req.ctx.db, did)
     if root is None:
@@ -106,9 +92,8 @@ async def get_latest_commit(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def get_record(req: XrpcRequest) -> Response:
-    did = _did_param(req)
-    collection = check_collection(req.str_param("collection", required=True), "Params/collection")
-    rkey = check_rkey(req.str_param("rkey", required=True), "Params/rkey")
+    did = req.args["did"]
+    collection, rkey = req.args["collection"], req.args["rkey"]
     await assert_repo_availability(req, did)
     service = req.ctx.repo
     cache = service.node_cache if service is not None else None
@@ -120,8 +105,8 @@ async def get_record(req: XrpcRequest) -> Response:
 
 
 async def get_blocks(req: XrpcRequest) -> Response:
-    did = _did_param(req)
-    raw = req.list_param("cids", max_items=MAX_GET_BLOCKS)
+    did = req.args["did"]
+    raw = req.capped_list_param("cids", MAX_GET_BLOCKS)
     cids = [parse_cid(value, f"Params/cids/{i}") for i, value in enumerate(raw)]
     await assert_repo_availability(req, did)
     async with req.ctx.db.reader() as conn:
@@ -156,8 +141,8 @@ def _parse_cursor(cursor: str) -> tuple[str, str]:
 
 
 async def list_repos(req: XrpcRequest) -> dict[str, Any]:
-    limit = req.int_param("limit", default=500, minimum=1, maximum=1000)
-    cursor = req.str_param("cursor", max_length=4096)
+    limit = req.args["limit"]
+    cursor = req.capped_param("cursor", 4096)
     after = _parse_cursor(cursor) if cursor is not None else None
     rows = await repo_rows.list_repos(req.ctx.db, limit, after)
     repos = []
@@ -174,7 +159,7 @@ async def list_repos(req: XrpcRequest) -> dict[str, Any]:
 
 
 async def get_repo_status(req: XrpcRequest) -> dict[str, Any]:
-    did = _did_param(req)
+    did = req.args["did"]
     account = await assert_repo_availability(req, did, self_or_admin=True)
     out: dict[str, Any] = {"did": did, "active": account.active}
     if account.status is not None:
@@ -203,7 +188,7 @@ METHODS = (
 
 async def get_head(req: XrpcRequest) -> dict[str, Any]:
     """Deprecated (getLatestCommit replaces it), still called by old tools: the root commit CID."""
-    did = _did_param(req)
+    did = req.args["did"]
     await assert_repo_availability(req, did)
     root = await reader.get_root(req.ctx.db, did)
     if root is None:
@@ -213,7 +198,7 @@ async def get_head(req: XrpcRequest) -> dict[str, Any]:
 
 async def get_checkout(req: XrpcRequest) -> Response:
     """Deprecated (getRepo replaces it): the whole current repo as a CAR."""
-    did = _did_param(req)
+    did = req.args["did"]
     await assert_repo_availability(req, did)
     try:
         export = await RepoExport.open(req.ctx.db.path, did, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..accounts.store import get_by_did
+from ..store.accounts import get_by_did
 from .errors import AuthRequired
 from .registry import Auth, Method
 from .request import XrpcRequest
