@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .auth.passwords import make_hasher
@@ -37,7 +37,7 @@ from .store import sequencer as sequencer_store
 from .store.db import Database
 from .version import __version__
 from .xrpc.dispatch import dispatch, error_response
-from .xrpc.errors import InternalServerError, XRPCError
+from .xrpc.errors import InternalServerError, InvalidRequest, XRPCError
 from .xrpc.registry import Auth, Registry
 
 
@@ -176,6 +176,11 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
             return await dispatch(ctx, request, nsid, fallback)
         except XRPCError as err:
             return error_response(err)
+        except ClientDisconnect:
+            raise  # RequestLog logs it as one line: the client went away, nothing failed here
+        except RecursionError:  # hostile nesting that some decoder let through: the input's fault
+            log.info("input nested too deeply", extra={"nsid": nsid})
+            return error_response(InvalidRequest("Input is nested too deeply"))
         except Exception:
             log.exception("unhandled error in XRPC method", extra={"nsid": nsid})
             return error_response(InternalServerError())
@@ -209,8 +214,13 @@ class RequestLog:
             await send(message)
 
         path = scope.get("path", "")
+        disconnected = False
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # The client closed the connection before its request body had arrived: nothing to
+            # answer and nothing wrong here, so no traceback (anyone could fill the log with them).
+            disconnected = True
         except Exception:
             self.log.exception("unhandled error", extra={"path": path})
             if "code" in status:
@@ -219,8 +229,9 @@ class RequestLog:
             await error_response(InternalServerError())(scope, receive, send)
         finally:
             if path != "/xrpc/_health":
+                extra = {"client_disconnected": True} if disconnected else {}
                 self.log.info("request", extra={"method": scope.get("method"), "path": path,
-                                                "status": status.get("code"),
+                                                "status": status.get("code"), **extra,
                                                 "ms": round((time.perf_counter() - started) * 1000, 2)})
 
 

@@ -9,7 +9,6 @@ a cookie and a form field that must match) on its POST.
 from __future__ import annotations
 
 import hmac
-import json
 import math
 import secrets
 import time
@@ -19,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from .. import jsonin
 from ..ratelimit import consume_sign_in
 from .clients import SUPPORTED_SCOPES
 from .dpop import DpopError
@@ -89,7 +89,7 @@ async def read_form(request: Request) -> dict[str, str]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
-            data = json.loads(body or b"{}")
+            data = jsonin.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise OAuthError("invalid_request", "Request body is not valid JSON") from None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):

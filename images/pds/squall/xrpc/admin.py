@@ -21,7 +21,6 @@ reader itself (``squall.repo.reader``).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from typing import Any, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import jsonin
 from ..accounts import deletion, invites, operator_tokens, status, takedown
 from ..accounts.events import wake_firehose
 from ..accounts.sessions import MAX_PASSWORD_LENGTH
@@ -101,8 +101,8 @@ def _iso(unix: int) -> str:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError):
+        value = jsonin.loads(raw) if raw else {}
+    except (ValueError, UnicodeDecodeError):  # jsonin: nesting too deep is a ValueError
         raise InvalidRequest("Request body is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest("Request body must be a JSON object")

@@ -4,13 +4,12 @@ handler and renders its result or error envelope."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import ratelimit
+from .. import jsonin, ratelimit
 from ..atproto import syntax
 from ..atproto.lexicon import LexiconValidationError
 from .errors import InvalidRequest, MethodNotImplemented, PayloadTooLarge, RateLimitExceeded, XRPCError
@@ -163,7 +162,9 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
             if ctype != "application/json":
                 raise InvalidRequest("Wrong request encoding (Content-Type): expected application/json")
             try:
-                body = json.loads(raw)
+                body = jsonin.loads(raw)
+            except jsonin.JsonTooDeep as exc:
+                raise InvalidRequest(f"Request body is not acceptable: {exc}") from None
             except (ValueError, UnicodeDecodeError):
                 raise InvalidRequest("Request body is not valid JSON") from None
             if not isinstance(body, dict):
