@@ -225,6 +225,9 @@ class Settings(BaseModel):
     trust_proxy_headers: bool = False
     rate_limits_enabled: bool = True
     rate_limit_bypass_ips: CommaList = []  # addresses or networks (CIDR) exempt from rate limits
+    # Per-account repo write budgets in points (create 3, update 2, delete 1), as the reference.
+    rate_limit_repo_write_hour: int = Field(default=5000, ge=1)
+    rate_limit_repo_write_day: int = Field(default=35000, ge=1)
     db_readers: int = Field(default=2, ge=1, le=16)
 
     @field_validator("service_handle_domains", "crawlers", "rate_limit_bypass_ips", mode="before")

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from .. import jsonin
-from ..ratelimit import consume_sign_in
+from ..ratelimit import OAUTH_PAR, OAUTH_TOKEN, RateLimit, consume_ip, consume_sign_in
 from .clients import SUPPORTED_SCOPES
 from .dpop import DpopError
 from .errors import OAuthError
@@ -140,9 +140,17 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
     async def authorization_server() -> Response:
         return JSONResponse(server_metadata(provider()))
 
+    def rate_limited(request: Request, limit: RateLimit) -> None:
+        status = consume_ip(get_ctx(), request, limit)
+        if status is not None and status.exceeded:
+            now = get_ctx().ratelimit.now()
+            raise OAuthError("invalid_request", "Too many requests from this address; retry later", status=429,
+                             headers=status.headers(now))
+
     @app.post("/oauth/par")
     async def par(request: Request) -> Response:
         try:
+            rate_limited(request, OAUTH_PAR)
             form = await read_form(request)
             proof = dpop_proof(request, "/oauth/par")
             return oauth_json(await provider().push(form, proof), 201)
@@ -152,6 +160,7 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
     @app.post("/oauth/token")
     async def token(request: Request) -> Response:
         try:
+            rate_limited(request, OAUTH_TOKEN)
             form = await read_form(request)
             proof = dpop_proof(request, "/oauth/token")
             return oauth_json(await provider().token(form, proof))

@@ -103,12 +103,12 @@ class _Limits:
                 self.limiter = None
 
     def consume(self, limits: Iterable[ratelimit.RateLimit], *, did: str | None = None,
-                identifier: str | None = None) -> None:
+                identifier: str | None = None, cost: int = 1) -> None:
         if self.limiter is None:
             return
         for limit in limits:
             key = ratelimit.limit_key(limit, ip=self.ip, did=did, identifier=identifier)
-            self.statuses.append(self.limiter.consume(limit, key))
+            self.statuses.append(self.limiter.consume(limit, key, cost))
         status = ratelimit.tightest(self.statuses)
         if status is not None and status.exceeded:
             raise RateLimitExceeded(headers=status.headers(self.limiter.now()))
@@ -175,8 +175,9 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
         raw = await read_body_capped(request, method.max_body)
 
     identifier = body.get("identifier") if isinstance(body, dict) else None
+    cost = method.rate_cost(body) if callable(method.rate_cost) else method.rate_cost
     limits.consume([limit for limit in method.rate_limits if not limit.key.before_auth],
-                   did=auth.did, identifier=identifier if isinstance(identifier, str) else None)
+                   did=auth.did, identifier=identifier if isinstance(identifier, str) else None, cost=cost)
 
     schema = ctx.registry.schema(method.nsid)
     args = _check_inputs(schema, method, request, body) if schema is not None else {}
