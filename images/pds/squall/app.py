@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .auth.passwords import make_hasher
+from .auth.revocation import TokenCutoffs
 from .auth.tokens import TokenIssuer
 from .auth.verifier import AuthVerifier
 from .config import Settings
@@ -92,7 +93,7 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
         hasher = make_hasher()
         issuer = TokenIssuer(secrets.jwt_secret, settings.service_did)
         verifier = AuthVerifier(issuer, hasher, admin_password=secrets.admin_password,
-                                admin_token_hash=settings.admin_token_hash)
+                                admin_token_hash=settings.admin_token_hash, revocations=TokenCutoffs(db))
         registry = Registry()
         ctx = AppContext(settings=settings, secrets=secrets, db=db, registry=registry, issuer=issuer,
                          verifier=verifier, hasher=hasher, log=log)

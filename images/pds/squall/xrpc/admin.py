@@ -35,11 +35,13 @@ from ..accounts.sessions import MAX_PASSWORD_LENGTH
 from ..accounts.signup import check_password, is_valid_email
 from ..store import accounts as accounts_store
 from ..store import invites as invites_store
+from ..store import oauth as oauth_store
 from ..store import sessions as sessions_store
 from ..store.accounts import Account, get_by_did, get_by_handle
 from ..atproto import syntax
 from ..atproto.cid import CID
 from ..atproto.errors import AtprotoError, InvalidSyntax
+from ..auth import revocation
 from ..auth.passwords import hash_password, verify_password
 from ..identity.handles import HandleError, check_handle
 from ..ratelimit import DAY, HOUR, MINUTE, KeyBy, RateLimit
@@ -408,10 +410,15 @@ async def update_account_password(req: XrpcRequest) -> None:
     def run(conn: sqlite3.Connection) -> None:
         if not accounts_store.set_password_hash(conn, did, digest):
             raise deletion.AccountNotFound(did)
-        # As the reference: every session of the account ends with the old password.
+        # As the reference: every session of the account ends with the old password. Beyond it:
+        # its access tokens and OAuth grants end now too, not when they expire.
         sessions_store.delete_refresh_tokens_of(conn, did)
+        revocation.cut_off(conn, did)
+        oauth_store.delete_sessions_of(conn, did)
 
     await ctx.db.write(run)
+    if ctx.verifier.revocations is not None:
+        ctx.verifier.revocations.invalidate(did)
     ctx.log.info("admin changed password", extra={"did": did})
 
 
