@@ -19,6 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import build_app
+    from .httpguard import guarded_protocol, reject_ambiguous_length
     from .logs import configure_logging
 
     log = configure_logging(settings.log_level)
@@ -26,7 +27,10 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning(warning)
     app = build_app(settings, log=log)
     config = uvicorn.Config(
-        app,
+        # Bounded header and body read times, and no request with both Content-Length and
+        # Transfer-Encoding (squall.httpguard): the bare port may face the internet (Railway).
+        reject_ambiguous_length(app),
+        http=guarded_protocol(settings.http_header_timeout, settings.http_body_timeout),
         host=args.host,
         port=settings.port,
         log_config=None,  # our JSON logging is already configured

@@ -224,6 +224,10 @@ class Settings(BaseModel):
     log_level: str = "info"
     trust_proxy_headers: bool = False
     rate_limits_enabled: bool = True
+    # Seconds a client has to send a request's line and headers, and per window of its body
+    # (squall.httpguard); past them it gets 408 and the connection is closed.
+    http_header_timeout: float = Field(default=20.0, gt=0, le=3600)
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
     rate_limit_bypass_ips: CommaList = []  # addresses or networks (CIDR) exempt from rate limits
     # Per-account repo write budgets in points (create 3, update 2, delete 1), as the reference.
     rate_limit_repo_write_hour: int = Field(default=5000, ge=1)
