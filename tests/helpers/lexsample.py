@@ -108,7 +108,7 @@ _HOSTILE_STRINGS = st.sampled_from([
         "utf-8", "replace"), "app.bsky.feed.post", "3jzfcijpj2z2a", CID_SAMPLE, "com.atproto.repo.createRecord",
 ])
 _ANY_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70) | st.floats(allow_nan=False)
+    st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40) | _HOSTILE_STRINGS,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,

@@ -105,3 +105,12 @@ def test_client_disconnect_mid_body_is_one_line_without_traceback(pds, user):
     for line in lines:
         event = json.loads(line)
         assert event["level"].lower() in ("info", "debug"), event
+
+
+def test_a_lone_surrogate_in_json_is_400(c, user):
+    # found by tests/service/test_fuzz.py: "\ud800" parses to a str that cannot be stored or encoded
+    for path in ("/xrpc/app.bsky.actor.putPreferences", "/xrpc/com.atproto.repo.createRecord"):
+        r = c.post(path, content=b'{"preferences": [], "repo": "\\ud800", "record": {"text": "\\udc00"}}',
+                   headers={**user["headers"], "Content-Type": "application/json"})
+        body = assert_envelope_400(r)
+        assert "Unicode" in body["message"], body

@@ -32,12 +32,32 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     return value
 
 
+class InvalidUnicode(ValueError):
+    def __init__(self) -> None:
+        super().__init__("JSON input holds a string that is not valid Unicode (a lone surrogate escape)")
+
+
+def _check_str(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidUnicode() from None
+
+
 def depth_exceeds(value: Any, max_depth: int = MAX_DEPTH) -> bool:
-    """True when more than ``max_depth`` containers enclose some value of ``value`` (iterative)."""
+    """True when more than ``max_depth`` containers enclose some value of ``value`` (iterative).
+    Raises ``InvalidUnicode`` for a string or key with a lone surrogate (JSON's ``\\ud800``
+    escape parses to one; it cannot be stored, encoded as DAG-CBOR or written back as UTF-8)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_str(item)
+            continue
         if isinstance(item, dict):
+            for key in item:
+                _check_str(key)
             children = item.values()
         elif isinstance(item, list):
             children = item
@@ -45,5 +65,5 @@ def depth_exceeds(value: Any, max_depth: int = MAX_DEPTH) -> bool:
             continue
         if depth >= max_depth and children:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, str)))
     return False

@@ -163,7 +163,7 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
                 raise InvalidRequest("Wrong request encoding (Content-Type): expected application/json")
             try:
                 body = jsonin.loads(raw)
-            except jsonin.JsonTooDeep as exc:
+            except (jsonin.JsonTooDeep, jsonin.InvalidUnicode) as exc:
                 raise InvalidRequest(f"Request body is not acceptable: {exc}") from None
             except (ValueError, UnicodeDecodeError):
                 raise InvalidRequest("Request body is not valid JSON") from None
