@@ -452,8 +452,9 @@ def test_import_into_an_active_account_is_announced_with_a_sync_event(old, plc):
             "repo": did, "collection": "app.bsky.feed.post",
             "record": {"text": "dropped by the import", "createdAt": "2024-05-01T12:00:00.000Z"}})
         assert r.status_code == 200, r.text
-        r = c.post("/xrpc/com.atproto.repo.importRepo", content=car,
-                   headers={**bearer(user["accessJwt"]), **CAR})
+        # An older CAR into an active account is a rollback: only the operator may force it (issue #20).
+        r = c.post("/xrpc/_admin/import-repo", content=car, params={"did": did}, auth=("admin", old.admin_password()),
+                   headers=CAR)
         assert r.status_code == 200, r.text
     root = read_car(car)[0][0]
     assert repo_root(old, did)[0] == str(root)
@@ -612,3 +613,75 @@ def test_reserved_signing_key_is_the_key_of_the_migrated_account(old, new, plc):
     with new.client() as c:
         r = c.get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", headers=bearer(r.json()["accessJwt"]))
         assert r.json()["verificationMethods"]["atproto"] not in (reserved, None)
+
+
+# -- importRepo may not roll an active repository back (issue #20, finding 1) -----------------------
+
+
+def _post(pds: PdsProcess, did: str, token: str, text: str) -> None:
+    with pds.client() as c:
+        r = c.post("/xrpc/com.atproto.repo.createRecord", headers=bearer(token), json={
+            "repo": did, "collection": "app.bsky.feed.post",
+            "record": {"text": text, "createdAt": "2024-05-01T12:00:00.000Z"}})
+    assert r.status_code == 200, r.text
+
+
+def test_an_app_password_cannot_import(old):
+    user = signup(old, "frank")
+    with old.client() as c:
+        r = c.post("/xrpc/com.atproto.server.createAppPassword", headers=bearer(user["accessJwt"]),
+                   json={"name": "app", "privileged": True})
+        assert r.status_code == 200, r.text
+        r = c.post("/xrpc/com.atproto.server.createSession",
+                   json={"identifier": user["handle"], "password": r.json()["password"]})
+        assert r.status_code == 200, r.text
+        app_token = r.json()["accessJwt"]
+        car = export(old, user["did"])
+        before = repo_root(old, user["did"])
+        r = c.post("/xrpc/com.atproto.repo.importRepo", content=car, headers={**bearer(app_token), **CAR})
+    assert r.status_code in (400, 401, 403), r.text
+    assert r.json()["error"] == "InvalidToken", r.text
+    assert repo_root(old, user["did"]) == before
+
+
+def test_an_older_car_does_not_roll_an_active_repository_back(old):
+    user = signup(old, "gina")
+    did = user["did"]
+    _post(old, did, user["accessJwt"], "before the export")
+    car = export(old, did)
+    _post(old, did, user["accessJwt"], "after the export")
+    before = (repo_root(old, did), counts(old, did))
+    with old.client() as c:
+        r = c.post("/xrpc/com.atproto.repo.importRepo", content=car, headers={**bearer(user["accessJwt"]), **CAR})
+    body = assert_error(r, 400, "RepoRollback")
+    assert "not newer" in body["message"]
+    assert (repo_root(old, did), counts(old, did)) == before
+    # the same CAR again (equal rev) is refused too
+    with old.client() as c:
+        r = c.post("/xrpc/com.atproto.repo.importRepo", content=export(old, did),
+                   headers={**bearer(user["accessJwt"]), **CAR})
+    assert_error(r, 400, "RepoRollback")
+
+
+def test_the_operator_can_force_an_older_import(old, tmp_path):
+    user = signup(old, "hank")
+    did = user["did"]
+    _post(old, did, user["accessJwt"], "kept")
+    car = export(old, did)
+    _post(old, did, user["accessJwt"], "rolled back")
+    assert counts(old, did)[1] == 2
+    # not with a user's token, nor without credentials
+    with old.client() as c:
+        for headers in ({**bearer(user["accessJwt"]), **CAR}, CAR):
+            r = c.post("/xrpc/_admin/import-repo", content=car, params={"did": did}, headers=headers)
+            assert r.status_code == 401, r.text
+    path = tmp_path / "repo.car"
+    path.write_bytes(car)
+    cli = [sys.executable, "-m", "squall.cli", "account", "import", user["handle"], str(path)]
+    refused = subprocess.run(cli, env=old.env(), capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert counts(old, did)[1] == 2
+    done = subprocess.run([*cli, "--force"], env=old.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert repo_root(old, did)[0] == str(read_car(car)[0][0])
+    assert counts(old, did)[1] == 1

@@ -21,10 +21,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .auth.passwords import make_hasher
+from .auth.revocation import TokenCutoffs
 from .auth.tokens import TokenIssuer
 from .auth.verifier import AuthVerifier
 from .config import Settings
@@ -38,7 +39,7 @@ from .store import sequencer as sequencer_store
 from .store.db import Database
 from .version import __version__
 from .xrpc.dispatch import dispatch, error_response
-from .xrpc.errors import InternalServerError, RateLimitExceeded, XRPCError
+from .xrpc.errors import InternalServerError, InvalidRequest, RateLimitExceeded, XRPCError
 from .xrpc.registry import Auth, Registry, method_lexicons
 
 
@@ -103,7 +104,7 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
         hasher = make_hasher()
         issuer = TokenIssuer(secrets.jwt_secret, settings.service_did)
         verifier = AuthVerifier(issuer, hasher, admin_password=secrets.admin_password,
-                                admin_token_hash=settings.admin_token_hash)
+                                admin_token_hash=settings.admin_token_hash, revocations=TokenCutoffs(db))
         # The bundled Lexicons, loaded once per app: the registry checks method inputs against
         # them, the repo service (ctx.registry.lexicons) checks records.
         registry = Registry(lexicons=method_lexicons())
@@ -202,6 +203,11 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
             response = await dispatch(ctx, request, nsid, fallback)
         except XRPCError as exc:
             err, response = exc, error_response(exc)
+        except ClientDisconnect:
+            raise  # RequestLog logs it as one line: the client went away, nothing failed here
+        except RecursionError:  # hostile nesting that some decoder let through: the input's fault
+            log.info("input nested too deeply", extra={"nsid": nsid})
+            response = error_response(InvalidRequest("Input is nested too deeply"))
         except Exception:
             log.exception("unhandled error in XRPC method", extra={"nsid": nsid})
             response = error_response(InternalServerError())
@@ -238,8 +244,13 @@ class RequestLog:
             await send(message)
 
         path = scope.get("path", "")
+        disconnected = False
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # The client closed the connection before its request body had arrived: nothing to
+            # answer and nothing wrong here, so no traceback (anyone could fill the log with them).
+            disconnected = True
         except Exception:
             self.log.exception("unhandled error", extra={"path": path})
             if "code" in status:
@@ -248,8 +259,9 @@ class RequestLog:
             await error_response(InternalServerError())(scope, receive, send)
         finally:
             if path != "/xrpc/_health":
+                extra = {"client_disconnected": True} if disconnected else {}
                 self.log.info("request", extra={"method": scope.get("method"), "path": path,
-                                                "status": status.get("code"),
+                                                "status": status.get("code"), **extra,
                                                 "ms": round((time.perf_counter() - started) * 1000, 2)})
 
 

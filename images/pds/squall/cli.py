@@ -19,6 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import build_app
+    from .httpguard import guarded_protocol, reject_ambiguous_length
     from .logs import configure_logging
 
     log = configure_logging(settings.log_level)
@@ -26,7 +27,10 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning(warning)
     app = build_app(settings, log=log)
     config = uvicorn.Config(
-        app,
+        # Bounded header and body read times, and no request with both Content-Length and
+        # Transfer-Encoding (squall.httpguard): the bare port may face the internet (Railway).
+        reject_ambiguous_length(app),
+        http=guarded_protocol(settings.http_header_timeout, settings.http_body_timeout),
         host=args.host,
         port=settings.port,
         log_config=None,  # our JSON logging is already configured
@@ -379,6 +383,35 @@ def _relay_advance(args: argparse.Namespace) -> int:
             raise CliError("not confirmed; nothing was changed")
     done = _admin_json(base, "_admin/relays/advance-sequence", password, body={"relay": args.relay, "confirm": True})
     print(done["message"])
+
+
+def _account_import(args: argparse.Namespace) -> int:
+    """The operator's override of importRepo's no-rollback rule: import a CAR into an account even
+    when its commit is not newer than the repo's (restoring an export after a bad import, say)."""
+    import httpx
+
+    if not args.force:
+        raise CliError("this replaces the account's whole repository, possibly with an older state: "
+                       "add --force to confirm (account holders import with com.atproto.repo.importRepo)")
+    base, password = _admin_target()
+    did = _resolve_account(base, args.account)
+    try:
+        with open(args.car, "rb") as f:
+            response = httpx.post(f"{base}/xrpc/_admin/import-repo", params={"did": did}, content=f,
+                                  auth=("admin", password), timeout=600.0,
+                                  headers={"Content-Type": "application/vnd.ipld.car"})
+    except OSError as exc:
+        raise CliError(f"cannot read {args.car}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the PDS at {base}: {exc}") from None
+    if response.status_code != 200:
+        try:
+            data = response.json()
+            detail = f"{data['error']}: {data['message']}"
+        except (ValueError, KeyError, TypeError):
+            detail = f"HTTP {response.status_code}"
+        raise CliError(f"import failed: {detail}")
+    print(f"imported: {did} (forced)")
     return 0
 
 
@@ -450,6 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "(com.atproto.identity.signPlcOperation, to move the account away; Squall sends no e-mail)")
     plc_token.add_argument("account", help="DID or handle")
     plc_token.set_defaults(func=_operator(_account_token("account-plc-token")))
+    imp = account_sub.add_parser(
+        "import", help="replace an account's repository with a CAR even if it is older than the current one "
+                       "(the operator's override of importRepo's no-rollback rule; needs --force)")
+    imp.add_argument("account", help="DID or handle")
+    imp.add_argument("car", help="the repository CAR file (e.g. from com.atproto.sync.getRepo)")
+    imp.add_argument("--force", action="store_true", help="confirm: the current repository is replaced")
+    imp.set_defaults(func=_operator(_account_import))
     takedown = account_sub.add_parser("takedown", help="take an account down (or --reverse it)")
     takedown.add_argument("account", help="DID or handle")
     takedown.add_argument("--ref", help="your reference for the takedown (default: the current time)")

@@ -234,7 +234,14 @@ class Settings(BaseModel):
     log_level: str = "info"
     trust_proxy_headers: bool = False
     rate_limits_enabled: bool = True
+    # Seconds a client has to send a request's line and headers, and per window of its body
+    # (squall.httpguard); past them it gets 408 and the connection is closed.
+    http_header_timeout: float = Field(default=20.0, gt=0, le=3600)
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
     rate_limit_bypass_ips: CommaList = []  # addresses or networks (CIDR) exempt from rate limits
+    # Per-account repo write budgets in points (create 3, update 2, delete 1), as the reference.
+    rate_limit_repo_write_hour: int = Field(default=5000, ge=1)
+    rate_limit_repo_write_day: int = Field(default=35000, ge=1)
     db_readers: int = Field(default=2, ge=1, le=16)
     metrics_enabled: bool = False  # /metrics (Prometheus); 404 when false (issue #14)
     # SQLite's wal_autocheckpoint (pages). None: 1000 (SQLite's default), or 0 when the backup

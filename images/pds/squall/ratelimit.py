@@ -21,7 +21,7 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:
@@ -71,6 +71,32 @@ SIGN_IN = (RateLimit("create-session-5m", 30, 5 * MINUTE, KeyBy.IDENTIFIER_IP),
            RateLimit("create-session-day", 300, DAY, KeyBy.IDENTIFIER_IP))
 
 
+# Per-account repository write budgets (the reference's "repo-write-hour" / "repo-write-day"): a
+# create costs 3 points, an update 2, a delete 1; applyWrites costs the sum of its writes. The
+# numbers are the reference's defaults; PDS_RATE_LIMIT_REPO_WRITE_HOUR / _DAY change them.
+REPO_WRITE = (RateLimit("repo-write-hour", 5000, HOUR, KeyBy.DID),
+              RateLimit("repo-write-day", 35000, DAY, KeyBy.DID))
+WRITE_POINTS = {"create": 3, "update": 2, "delete": 1}
+
+
+def apply_writes_points(body: Any) -> int:
+    """What an applyWrites call costs: the points of each write by its ``$type`` (at least 1, so
+    a malformed call, refused later by the Lexicon check, still counts)."""
+    writes = body.get("writes") if isinstance(body, dict) else None
+    total = 0
+    if isinstance(writes, list):
+        for write in writes:
+            kind = write.get("$type", "") if isinstance(write, dict) else ""
+            total += WRITE_POINTS.get(kind.rpartition("#")[2], 1) if isinstance(kind, str) else 1
+    return max(1, total)
+
+
+# The OAuth endpoints outside XRPC, per client address: a pushed authorization request fetches the
+# client's metadata document, and the token endpoint checks DPoP proofs and client assertions.
+OAUTH_PAR = RateLimit("oauth-par-ip", 100, 5 * MINUTE)
+OAUTH_TOKEN = RateLimit("oauth-token-ip", 300, 5 * MINUTE)
+
+
 @dataclass(frozen=True)
 class RateLimitStatus:
     limit: RateLimit
@@ -105,7 +131,7 @@ class _Counter:
     max_keys: int
     windows: OrderedDict[str, _Window] = field(default_factory=OrderedDict)
 
-    def consume(self, key: str, now: float) -> RateLimitStatus:
+    def consume(self, key: str, now: float, cost: int = 1) -> RateLimitStatus:
         self._expire(now)
         window = self.windows.get(key)
         if window is None or now >= window.opened + self.limit.window:
@@ -115,9 +141,9 @@ class _Counter:
                 self.windows.popitem(last=False)
             window = self.windows[key] = _Window(opened=now, count=0)
         reset_at = window.opened + self.limit.window
-        if window.count >= self.limit.points:
-            return RateLimitStatus(self.limit, 0, reset_at, exceeded=True)
-        window.count += 1
+        if window.count + cost > self.limit.points:
+            return RateLimitStatus(self.limit, self.limit.points - window.count, reset_at, exceeded=True)
+        window.count += cost
         return RateLimitStatus(self.limit, self.limit.points - window.count, reset_at, exceeded=False)
 
     def _expire(self, now: float) -> None:
@@ -130,9 +156,10 @@ class _Counter:
 
 class RateLimiter:
     def __init__(self, *, clock: Callable[[], float] = time.time, max_keys: int = DEFAULT_MAX_KEYS,
-                 bypass_ips: Iterable[str] = ()):
+                 bypass_ips: Iterable[str] = (), points: dict[str, int] | None = None):
         if max_keys < 1:
             raise ValueError("max_keys must be positive")
+        self.points = dict(points or {})  # limit name -> the operator's number of points
         self.clock = clock
         self.max_keys = max_keys
         self.bypass_networks = tuple(ipaddress.ip_network(ip, strict=False) for ip in bypass_ips)
@@ -151,13 +178,15 @@ class RateLimiter:
             return False
         return any(address in network for network in self.bypass_networks)
 
-    def consume(self, limit: RateLimit, key: str) -> RateLimitStatus:
+    def consume(self, limit: RateLimit, key: str, cost: int = 1) -> RateLimitStatus:
+        if limit.name in self.points:
+            limit = replace(limit, points=self.points[limit.name])
         counter = self._counters.get(limit.name)
         if counter is None:
             counter = self._counters[limit.name] = _Counter(limit, self.max_keys)
         elif counter.limit != limit:
             raise ValueError(f"two different rate limits are named {limit.name!r}")
-        return counter.consume(key, self.clock())
+        return counter.consume(key, self.clock(), cost)
 
     def tracked_keys(self, limit: RateLimit) -> int:
         counter = self._counters.get(limit.name)
@@ -177,6 +206,18 @@ def consume_sign_in(ctx: Any, request: "Request", identifier: str) -> RateLimitS
         if status.exceeded:
             return status
     return None
+
+
+def consume_ip(ctx: Any, request: "Request", limit: RateLimit) -> RateLimitStatus | None:
+    """Count one request outside XRPC against a per-IP ``limit``; its status, or None when limits
+    are off or the address is exempt."""
+    limiter = ctx.ratelimit
+    if limiter is None:
+        return None
+    ip = client_ip(request, ctx.settings.trust_proxy_headers)
+    if limiter.bypassed(ip):
+        return None
+    return limiter.consume(limit, limit_key(limit, ip=ip))
 
 
 def limit_key(limit: RateLimit, *, ip: str, did: str | None = None, identifier: str | None = None) -> str:
@@ -239,6 +280,9 @@ def tightest(statuses: Iterable[RateLimitStatus]) -> RateLimitStatus | None:
 async def start(ctx: "AppContext") -> None:
     settings = ctx.settings
     if settings.rate_limits_enabled:
-        ctx.ratelimit = RateLimiter(bypass_ips=settings.rate_limit_bypass_ips)
+        ctx.ratelimit = RateLimiter(bypass_ips=settings.rate_limit_bypass_ips, points={
+            "repo-write-hour": settings.rate_limit_repo_write_hour,
+            "repo-write-day": settings.rate_limit_repo_write_day,
+        })
     else:
         ctx.log.warning("PDS_RATE_LIMITS_ENABLED=false: no brute-force protection on logins")

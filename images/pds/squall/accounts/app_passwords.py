@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.low_level import Type, hash_secret
 
+from ..auth import revocation
 from ..store import accounts as accounts_store, sessions as sessions_store
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -70,6 +71,8 @@ class TooManyAppPasswords(Exception):
 
 
 def delete(conn: sqlite3.Connection, did: str, name: str) -> None:
-    """Remove the app password and every refresh token issued through it."""
+    """Remove the app password and every refresh token issued through it, and cut off its access
+    tokens (the caller invalidates ``ctx.verifier.revocations`` for ``did`` after the commit)."""
     accounts_store.delete_app_password(conn, did, name)
     sessions_store.delete_refresh_tokens_of_app_password(conn, did, name)
+    revocation.cut_off(conn, did, revocation.app_password_credential(name))

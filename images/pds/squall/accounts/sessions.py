@@ -50,7 +50,8 @@ def scope_for(app_password: AppPassword | None) -> str:
 
 def mint(issuer: TokenIssuer, did: str, app_password: AppPassword | None) -> tuple[Session, str, int]:
     """A new token pair; returns it with the refresh token's jti and expiry (store them)."""
-    access = issuer.access_token(did, scope_for(app_password))
+    access = issuer.access_token(did, scope_for(app_password),
+                                 app_password=app_password.name if app_password is not None else None)
     refresh, jti, exp = issuer.refresh_token(did)
     return Session(access, refresh), jti, exp
 

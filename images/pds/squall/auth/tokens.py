@@ -1,7 +1,9 @@
 """Legacy session tokens as the reference PDS issues them (HS256 JWTs).
 
 access:  header typ ``at+jwt``;      claims scope (access / appPass / appPassPrivileged), sub = DID,
-         aud = the service DID, iat, exp = iat + 2 h.
+         aud = the service DID, iat, exp = iat + 2 h; Squall adds ``iat_ms`` (the issue time in
+         milliseconds) and, for an app password's token, ``app`` (its name), so that revoking the
+         app password or changing the password cuts the token off at once (squall.auth.revocation).
 refresh: header typ ``refresh+jwt``; scope ``com.atproto.refresh``, sub, aud, jti, iat,
          exp = iat + 90 days. Each refresh token is single-use: refreshing rotates it and the old
          jti is marked, so a replayed token is refused (see squall.xrpc.server).
@@ -39,6 +41,8 @@ class TokenClaims:
     scope: str
     jti: str | None
     exp: int
+    issued_ms: int = 0  # iat_ms, else iat in ms
+    app_password: str | None = None
 
 
 class TokenIssuer:
@@ -50,9 +54,13 @@ class TokenIssuer:
     def __repr__(self) -> str:
         return "TokenIssuer(<redacted>)"
 
-    def access_token(self, did: str, scope: str = SCOPE_ACCESS) -> str:
-        now = int(self._clock())
-        claims = {"scope": scope, "sub": did, "aud": self._aud, "iat": now, "exp": now + ACCESS_TTL}
+    def access_token(self, did: str, scope: str = SCOPE_ACCESS, *, app_password: str | None = None) -> str:
+        clock = self._clock()
+        now = int(clock)
+        claims = {"scope": scope, "sub": did, "aud": self._aud, "iat": now, "exp": now + ACCESS_TTL,
+                  "iat_ms": int(clock * 1000)}
+        if app_password is not None:
+            claims["app"] = app_password
         return jwt.encode(claims, self._secret, algorithm="HS256", headers={"typ": "at+jwt"})
 
     def refresh_token(self, did: str) -> tuple[str, str, int]:
@@ -88,4 +96,10 @@ class TokenIssuer:
             raise TokenError("Token could not be verified") from exc
         if not isinstance(claims.get("sub"), str) or not claims["sub"].startswith("did:"):
             raise TokenError("Token could not be verified")
-        return TokenClaims(did=claims["sub"], scope=str(claims["scope"]), jti=claims.get("jti"), exp=int(claims["exp"]))
+        issued_ms = claims.get("iat_ms")
+        if not isinstance(issued_ms, int):
+            iat = claims.get("iat")
+            issued_ms = int(iat) * 1000 if isinstance(iat, (int, float)) else 0
+        app = claims.get("app")
+        return TokenClaims(did=claims["sub"], scope=str(claims["scope"]), jti=claims.get("jti"), exp=int(claims["exp"]),
+                           issued_ms=issued_ms, app_password=app if isinstance(app, str) else None)

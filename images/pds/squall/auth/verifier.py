@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from ..errors import AuthRequired, Forbidden, InvalidRequest
 from .passwords import verify_password
 from .policy import Auth
+from .revocation import TokenCutoffs
 from .scopes import Permissions
 from .tokens import (
     ACCESS_SCOPES,
@@ -66,8 +67,10 @@ ANONYMOUS = AuthResult()
 
 class AuthVerifier:
     def __init__(self, issuer: TokenIssuer, hasher: PasswordHasher, *, admin_password: str | None,
-                 admin_token_hash: str | None):
+                 admin_token_hash: str | None, revocations: TokenCutoffs | None = None):
         self._issuer = issuer
+        # Access tokens cut off by an app-password revocation or a password change (None: no check).
+        self.revocations = revocations
         self._hasher = hasher
         self._admin_password = admin_password
         self._admin_token_hash = admin_token_hash
@@ -127,6 +130,10 @@ class AuthVerifier:
             return AuthResult(did=claims.did, scope=claims.scope, token_exp=claims.exp)
         if claims.scope not in ACCESS_SCOPES:
             raise InvalidRequest("Bad token scope", "InvalidToken")
+        if self.revocations is not None and await self.revocations.revoked(claims.did, claims.app_password,
+                                                                           claims.issued_ms):
+            # ExpiredToken, as for a lapsed token: clients then refresh, which fails if the session ended.
+            raise InvalidRequest("Token has been revoked", "ExpiredToken")
         return self._apply_policy(policy, AuthResult(did=claims.did, scope=claims.scope, token_exp=claims.exp))
 
     @staticmethod

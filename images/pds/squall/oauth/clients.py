@@ -10,7 +10,7 @@ ES256 client assertion signed by a key from the client's ``jwks`` or ``jwks_uri`
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from .. import jsonin
 from ..net import make_client
 from .dpop import unverified_header
 from .errors import OAuthError
@@ -35,6 +36,8 @@ ASSERTION_MAX_AGE = 300
 
 SUPPORTED_SCOPES = ("atproto", "transition:generic", "transition:chat.bsky", "transition:email")
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
+
+_log = logging.getLogger("squall")
 
 
 @dataclass(frozen=True)
@@ -215,21 +218,26 @@ class ClientStore:
         return client
 
     async def _fetch_json(self, url: str, what: str) -> Any:
+        # The client sees one generic message for every failure to fetch: the underlying error
+        # (refused, reset, timed out, an address the SSRF guard blocked) would make this endpoint a
+        # probe of whatever the URL reaches. The detail goes to the log.
+        failed = OAuthError("invalid_client_metadata", f"The {what} could not be fetched")
         try:
             response = await self._http.get(url)
             body = await response.aread()
         except httpx.HTTPError as exc:
-            raise OAuthError("invalid_client_metadata", f"Could not fetch the {what} at {url}: {exc}") from None
-        if response.status_code != 200:
+            _log.info("client metadata fetch failed", extra={"url": url, "error": str(exc)})
+            raise failed from None
+        if response.status_code != 200:  # an answer from a server the SSRF guard let us reach
             raise OAuthError("invalid_client_metadata",
                              f"Fetching the {what} at {url} answered HTTP {response.status_code}")
         ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
-            raise OAuthError("invalid_client_metadata", f"The {what} at {url} is not application/json")
+            raise OAuthError("invalid_client_metadata", f"The {what} is not application/json")
         try:
-            return json.loads(body)
+            return jsonin.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise OAuthError("invalid_client_metadata", f"The {what} at {url} is not valid JSON") from None
+            raise OAuthError("invalid_client_metadata", f"The {what} is not valid JSON") from None
 
     # -- client authentication ------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ a cookie and a form field that must match) on its POST.
 from __future__ import annotations
 
 import hmac
-import json
 import math
 import secrets
 import time
@@ -19,8 +18,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from ..ratelimit import consume_sign_in
+from .. import jsonin
 from ..auth.scopes import RESOURCES, describe
+from ..ratelimit import OAUTH_PAR, OAUTH_TOKEN, RateLimit, consume_ip, consume_sign_in
 from .clients import SUPPORTED_SCOPES
 from .dpop import DpopError
 from .errors import OAuthError
@@ -96,7 +96,7 @@ async def read_form(request: Request) -> dict[str, str]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
-            data = json.loads(body or b"{}")
+            data = jsonin.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise OAuthError("invalid_request", "Request body is not valid JSON") from None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
@@ -154,9 +154,17 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
         # public key to publish: an empty set, served as JSON like the reference's.
         return JSONResponse({"keys": []}, headers={"Cache-Control": "public, max-age=300"})
 
+    def rate_limited(request: Request, limit: RateLimit) -> None:
+        status = consume_ip(get_ctx(), request, limit)
+        if status is not None and status.exceeded:
+            now = get_ctx().ratelimit.now()
+            raise OAuthError("invalid_request", "Too many requests from this address; retry later", status=429,
+                             headers=status.headers(now))
+
     @app.post("/oauth/par")
     async def par(request: Request) -> Response:
         try:
+            rate_limited(request, OAUTH_PAR)
             form = await read_form(request)
             proof = dpop_proof(request, "/oauth/par")
             return oauth_json(await provider().push(form, proof), 201)
@@ -166,6 +174,7 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
     @app.post("/oauth/token")
     async def token(request: Request) -> Response:
         try:
+            rate_limited(request, OAUTH_TOKEN)
             form = await read_form(request)
             proof = dpop_proof(request, "/oauth/token")
             return oauth_json(await provider().token(form, proof))

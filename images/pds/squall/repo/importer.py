@@ -25,9 +25,14 @@ write here builds a new commit over the imported tree, signed with this account'
 are not in the CAR: the references are recorded, ``listMissingBlobs`` reports the ones not yet
 uploaded, and the client uploads them with ``uploadBlob``.
 
-An import into an active account is allowed (as the reference does); it is announced with a
-``#sync`` event, since the new state cannot be expressed as a diff. A deactivated account (the
-migration case) is announced when it is activated.
+An import into an active account is allowed only when it moves the repo forward: its commit's
+rev must be newer than the account's current rev (``RepoRollback`` otherwise). ``sync.getRepo``
+is public, so without this anyone holding the account's session could put back an older CAR and
+erase every record written since. It is announced with a ``#sync`` event, since the new state
+cannot be expressed as a diff. A deactivated account (the migration case: a fresh target whose
+own initial commit is newer than the source's history) accepts any rev and is announced when it
+is activated. The operator may override the rule for one import (``allow_rollback``, the admin
+route ``/xrpc/_admin/import-repo`` behind ``squall account import --force``).
 """
 
 from __future__ import annotations
@@ -190,13 +195,24 @@ def _verify(staging: Staging, did: str, roots: list[CID], keys: list[PublicKey],
 # -- phase 3: store ----------------------------------------------------------------------------------
 
 
+ROLLBACK_ERROR = "RepoRollback"
+
+
 def _store(conn: sqlite3.Connection, staging_path: Path, did: str, commit_cid: CID, rev: str,
-           counts: tuple[int, int, int]) -> ImportedRepo:
+           counts: tuple[int, int, int], allow_rollback: bool = False) -> ImportedRepo:
     account = accounts.repo_import_account(conn, did)
     if account is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
     if account["takedown_ref"] is not None:
         raise InvalidRequest("Account has been taken down", "AccountTakedown")
+    if account["deactivated_at"] is None and not allow_rollback:
+        current = repos.get_root_row(conn, did)
+        # TIDs sort as strings in time order; checked in this transaction, so no write can slip between.
+        if current is not None and current["rev"] and rev <= current["rev"]:
+            raise InvalidRequest(
+                f"The imported commit's rev {rev} is not newer than this active repository's rev "
+                f"{current['rev']}: importing it would roll the repository back. Import into a "
+                f"deactivated account, or ask the operator to force it", ROLLBACK_ERROR)
     now = now_iso()
     old_blobs = blob_rows.referenced_blob_cids(conn, did)
     blob_rows.delete_record_blob_refs_for_account(conn, did)
@@ -228,9 +244,10 @@ KeysLookup = Callable[[], Any]  # async () -> list[PublicKey]
 
 
 async def import_repo(ctx: Any, did: str, body: AsyncIterator[bytes], signing_keys: KeysLookup, *,
-                      max_bytes: int = MAX_IMPORT_BYTES) -> ImportedRepo:
+                      max_bytes: int = MAX_IMPORT_BYTES, allow_rollback: bool = False) -> ImportedRepo:
     """Stage, verify and store the CAR in ``body`` as ``did``'s repo. ``signing_keys()`` returns
-    the keys the commit may be signed with (asked only once the CAR has been staged)."""
+    the keys the commit may be signed with (asked only once the CAR has been staged).
+    ``allow_rollback`` (the operator's override only) lets an older rev replace an active repo."""
     staging = Staging(ctx.settings.data_directory / "tmp")
     try:
         progress = Progress(f"importRepo {did}", lambda fields: ctx.log.info("import progress", extra=fields),
@@ -239,7 +256,8 @@ async def import_repo(ctx: Any, did: str, body: AsyncIterator[bytes], signing_ke
         keys = await signing_keys()
         commit_cid, rev, blocks, records, refs = await asyncio.to_thread(_verify, staging, did, roots, keys, progress)
         progress.finish()
-        imported = await ctx.db.write(_store, staging.path, did, commit_cid, rev, (blocks, records, refs))
+        imported = await ctx.db.write(_store, staging.path, did, commit_cid, rev, (blocks, records, refs),
+                                      allow_rollback)
     finally:
         await asyncio.to_thread(staging.close)
     clock = ctx.tid_clock
@@ -248,5 +266,5 @@ async def import_repo(ctx: Any, did: str, body: AsyncIterator[bytes], signing_ke
     if imported.seq is not None:
         await events.wake_firehose(ctx)
     ctx.log.info("repository imported", extra={"did": did, "rev": rev, "blocks": blocks, "records": records,
-                                               "blob_refs": refs})
+                                               "blob_refs": refs, "forced": allow_rollback})
     return imported

@@ -344,8 +344,22 @@ _V11 = """
 ALTER TABLE oauth_session ADD COLUMN last_used_at INTEGER;
 """
 
+# v12: access-token cut-offs (revocation takes effect at once).
+_V12 = """
+-- Access-token cut-offs (squall.auth.revocation): an access token of ``did`` issued before
+-- ``cutoff_ms`` under ``credential`` ('' = any: the password changed; 'app:<name>' = that app
+-- password, revoked) is refused. A row older than the access-token lifetime is swept.
+CREATE TABLE token_cutoff (
+  did        TEXT NOT NULL,
+  credential TEXT NOT NULL,
+  cutoff_ms  INTEGER NOT NULL,                    -- unix milliseconds
+  PRIMARY KEY (did, credential)
+) WITHOUT ROWID;
+CREATE INDEX token_cutoff_age ON token_cutoff(cutoff_ms);
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7),
-                                           (8, _V8), (9, _V9), (10, _V10), (11, _V11))
+                                           (8, _V8), (9, _V9), (10, _V10), (11, _V11), (12, _V12))
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -91,6 +91,11 @@ def delete_session(conn: sqlite3.Connection, session_id: str) -> None:
     conn.execute("DELETE FROM oauth_session WHERE id = ?", (session_id,))
 
 
+def delete_sessions_of(conn: sqlite3.Connection, did: str) -> None:
+    """End every OAuth grant of the account (its password changed)."""
+    conn.execute("DELETE FROM oauth_session WHERE did = ?", (did,))
+
+
 def get_session_by_refresh(conn: sqlite3.Connection, refresh_hash: str) -> sqlite3.Row | None:
     """The whole session row whose current refresh token has this hash."""
     return conn.execute("SELECT * FROM oauth_session WHERE refresh_hash = ?", (refresh_hash,)).fetchone()

@@ -1,6 +1,7 @@
-"""Owner of the legacy session tables: ``refresh_token`` (rotating refresh tokens and their grace window).
+"""Owner of the legacy session tables: ``refresh_token`` (rotating refresh tokens and their grace
+window) and ``token_cutoff`` (when access tokens of an account or an app password stopped counting).
 
-Access tokens are stateless JWTs; only refresh tokens (and their revocation) are stored.
+Access tokens are stateless JWTs; refresh tokens and the access-token cut-offs are stored.
 
 Readers take the ``Database`` (or a reader connection) and run on the reader pool; writers take the
 writer's ``sqlite3.Connection`` and run inside the caller's ``Database.write`` transaction.
@@ -9,6 +10,10 @@ writer's ``sqlite3.Connection`` and run inside the caller's ``Database.write`` t
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .db import Database
 
 
 def insert_refresh_token(conn: sqlite3.Connection, jti: str, did: str, app_password_name: str | None,
@@ -60,3 +65,21 @@ def delete_refresh_tokens_of_app_password(conn: sqlite3.Connection, did: str, ap
 
 def mail_revoke_all_refresh_tokens(conn: sqlite3.Connection, did: str) -> None:
     conn.execute("DELETE FROM refresh_token WHERE did = ?", (did,))
+# -- access-token cut-offs -------------------------------------------------------------------------
+
+
+def set_token_cutoff(conn: sqlite3.Connection, did: str, credential: str, cutoff_ms: int, sweep_before_ms: int) -> None:
+    """Refuse ``did``'s access tokens issued under ``credential`` before ``cutoff_ms``; forget the
+    cut-offs older than ``sweep_before_ms`` (every token they refused has expired)."""
+    conn.execute(
+        "INSERT INTO token_cutoff (did, credential, cutoff_ms) VALUES (?, ?, ?) ON CONFLICT (did, credential) "
+        "DO UPDATE SET cutoff_ms = MAX(cutoff_ms, excluded.cutoff_ms)",
+        (did, credential, cutoff_ms),
+    )
+    conn.execute("DELETE FROM token_cutoff WHERE cutoff_ms < ?", (sweep_before_ms,))
+
+
+async def token_cutoffs(db: "Database", did: str) -> dict[str, int]:
+    """credential -> cut-off (unix ms) of the account's live cut-offs."""
+    rows = await db.fetchall("SELECT credential, cutoff_ms FROM token_cutoff WHERE did = ?", (did,))
+    return {row["credential"]: row["cutoff_ms"] for row in rows}

@@ -22,7 +22,6 @@ reader itself (``squall.repo.reader``).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -30,17 +29,20 @@ from typing import Any, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import jsonin
 from ..accounts import deletion, invites, operator_tokens, status, takedown
 from ..accounts.events import wake_firehose
 from ..accounts.sessions import MAX_PASSWORD_LENGTH
 from ..accounts.signup import check_password, is_valid_email
 from ..store import accounts as accounts_store
 from ..store import invites as invites_store
+from ..store import oauth as oauth_store
 from ..store import sessions as sessions_store
 from ..store.accounts import Account, get_by_did, get_by_handle
 from ..atproto import syntax
 from ..atproto.cid import CID
 from ..atproto.errors import AtprotoError, InvalidSyntax
+from ..auth import revocation
 from ..auth.passwords import hash_password, verify_password
 from ..identity.handles import HandleError, check_handle
 from ..ratelimit import DAY, HOUR, MINUTE, KeyBy, RateLimit
@@ -102,8 +104,8 @@ def _iso(unix: int) -> str:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError):
+        value = jsonin.loads(raw) if raw else {}
+    except (ValueError, UnicodeDecodeError):  # jsonin: nesting too deep is a ValueError
         raise InvalidRequest("Request body is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest("Request body must be a JSON object")
@@ -379,10 +381,15 @@ async def update_account_password(req: XrpcRequest) -> None:
     def run(conn: sqlite3.Connection) -> None:
         if not accounts_store.set_password_hash(conn, did, digest):
             raise deletion.AccountNotFound(did)
-        # As the reference: every session of the account ends with the old password.
+        # As the reference: every session of the account ends with the old password. Beyond it:
+        # its access tokens and OAuth grants end now too, not when they expire.
         sessions_store.delete_refresh_tokens_of(conn, did)
+        revocation.cut_off(conn, did)
+        oauth_store.delete_sessions_of(conn, did)
 
     await ctx.db.write(run)
+    if ctx.verifier.revocations is not None:
+        ctx.verifier.revocations.invalidate(did)
     ctx.log.info("admin changed password", extra={"did": did})
 
 

@@ -4,13 +4,12 @@ handler and renders its result or error envelope."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import ratelimit
+from .. import jsonin, ratelimit
 from ..atproto import syntax
 from ..proxy.methods import is_protected
 from ..auth import permissions
@@ -114,12 +113,12 @@ class _Limits:
                 self.limiter = None
 
     def consume(self, limits: Iterable[ratelimit.RateLimit], *, did: str | None = None,
-                identifier: str | None = None) -> None:
+                identifier: str | None = None, cost: int = 1) -> None:
         if self.limiter is None:
             return
         for limit in limits:
             key = ratelimit.limit_key(limit, ip=self.ip, did=did, identifier=identifier)
-            self.statuses.append(self.limiter.consume(limit, key))
+            self.statuses.append(self.limiter.consume(limit, key, cost))
         status = ratelimit.tightest(self.statuses)
         if status is not None and status.exceeded:
             raise RateLimitExceeded(headers=status.headers(self.limiter.now()))
@@ -177,7 +176,9 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
             if ctype != "application/json":
                 raise InvalidRequest("Wrong request encoding (Content-Type): expected application/json")
             try:
-                body = json.loads(raw)
+                body = jsonin.loads(raw)
+            except (jsonin.JsonTooDeep, jsonin.InvalidUnicode) as exc:
+                raise InvalidRequest(f"Request body is not acceptable: {exc}") from None
             except (ValueError, UnicodeDecodeError):
                 raise InvalidRequest("Request body is not valid JSON") from None
             if not isinstance(body, dict):
@@ -188,8 +189,9 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
         raw = await read_body_capped(request, method.max_body)
 
     identifier = body.get("identifier") if isinstance(body, dict) else None
+    cost = method.rate_cost(body) if callable(method.rate_cost) else method.rate_cost
     limits.consume([limit for limit in method.rate_limits if not limit.key.before_auth],
-                   did=auth.did, identifier=identifier if isinstance(identifier, str) else None)
+                   did=auth.did, identifier=identifier if isinstance(identifier, str) else None, cost=cost)
 
     schema = ctx.registry.schema(method.nsid)
     args = _check_inputs(schema, method, request, body) if schema is not None else {}

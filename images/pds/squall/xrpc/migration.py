@@ -14,30 +14,31 @@ token with ``squall account plc-token``, which signPlcOperation takes either way
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from ..accounts import migration, operator_tokens
 from ..atproto.crypto import PublicKey
 from ..identity import plc
-from ..repo.importer import MAX_IMPORT_BYTES, import_repo
+from ..atproto import syntax
+from ..repo.importer import MAX_IMPORT_BYTES, ROLLBACK_ERROR, import_repo
 from ..store.accounts import get_by_did
-from .dispatch import check_declared_length
-from .errors import InvalidRequest, UpstreamFailure
+from .dispatch import check_declared_length, error_response
+from .errors import InvalidRequest, UpstreamFailure, XRPCError
 from .registry import Auth, Method
 from .request import XrpcRequest
 
 CAR_MIME = "application/vnd.ipld.car"
 
 
-async def _commit_keys(req: XrpcRequest, own_key: PublicKey) -> list[PublicKey]:
+async def _commit_keys(ctx: Any, did: str, own_key: PublicKey) -> list[PublicKey]:
     """The keys an imported commit may be signed with: the DID document's ``#atproto`` key (the
     old PDS's, while the identity still points there). When the document already names this
     account's new key (the user moved the identity before importing), the earlier ``#atproto``
     keys of the did:plc log count too, since the commit was signed before the move."""
-    identity = req.ctx.identity
-    did = req.did
+    identity = ctx.identity
     try:
         doc = await identity.resolve_did(did, fresh=True)
     except Exception as exc:
@@ -70,15 +71,19 @@ async def _commit_keys(req: XrpcRequest, own_key: PublicKey) -> list[PublicKey]:
 
 
 async def import_repo_handler(req: XrpcRequest) -> dict[str, Any] | None:
-    ctx = req.ctx
-    ctype = req.http.headers.get("content-type", "").split(";")[0].strip().lower()
+    await _import(req.ctx, req.http, req.did, allow_rollback=False)
+    return None
+
+
+async def _import(ctx: Any, http: Request, did: str, *, allow_rollback: bool) -> None:
+    ctype = http.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != CAR_MIME:
         raise InvalidRequest(f"Wrong request encoding (Content-Type): expected {CAR_MIME}")
     if not ctx.settings.accepting_repo_imports:  # PDS_ACCEPTING_REPO_IMPORTS=false
         raise InvalidRequest("Service is not accepting repo imports")
     limit = min(MAX_IMPORT_BYTES, ctx.settings.max_repo_import_size)  # PDS_MAX_REPO_IMPORT_SIZE
-    check_declared_length(req.http, limit, f"Repository CAR exceeds the import limit of {limit} bytes")
-    account = await get_by_did(ctx.db, req.did)
+    check_declared_length(http, limit, f"Repository CAR exceeds the import limit of {limit} bytes")
+    account = await get_by_did(ctx.db, did)
     if account is None:
         raise InvalidRequest("Account not found", "AccountNotFound")
     if account.is_takendown:
@@ -87,17 +92,40 @@ async def import_repo_handler(req: XrpcRequest) -> dict[str, Any] | None:
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for chunk in req.http.stream():
+            async for chunk in http.stream():
                 if chunk:
                     yield chunk
         except ClientDisconnect:
             raise InvalidRequest("The upload was cut off before the whole CAR arrived; nothing was stored") from None
 
     async def keys() -> list[PublicKey]:
-        return await _commit_keys(req, own_key)
+        return await _commit_keys(ctx, did, own_key)
 
-    await import_repo(ctx, req.did, body(), keys, max_bytes=limit)
-    return None
+    await import_repo(ctx, did, body(), keys, max_bytes=limit, allow_rollback=allow_rollback)
+
+
+# -- the operator's override: ``squall account import --force`` ------------------------------------
+
+FORCE_IMPORT_PATH = "/xrpc/_admin/import-repo"
+
+
+def routes(app: Any, get_ctx: Callable[[], Any]) -> None:
+    @app.post(FORCE_IMPORT_PATH)
+    async def force_import_repo(request: Request) -> Response:
+        """Admin only: import a CAR into ``?did=`` even when its rev is not newer (a deliberate
+        rollback, e.g. restoring a repo from an export). The commit must still be signed by the
+        account's DID-document key, so it can only be a state the repo really had."""
+        ctx = get_ctx()
+        try:
+            await ctx.verifier.verify(Auth.ADMIN, request.headers.get("authorization"))
+            did = request.query_params.get("did") or ""
+            if not syntax.is_valid_did(did):  # noqa: the checker twin of ensure_valid_did
+                raise InvalidRequest("Params/did must be a valid did")
+            await _import(ctx, request, did, allow_rollback=True)
+        except XRPCError as err:
+            return error_response(err)
+        ctx.log.warning("repository import forced by the operator", extra={"did": did})
+        return Response(status_code=200)
 
 
 async def submit_plc_operation(req: XrpcRequest) -> None:
@@ -133,8 +161,9 @@ async def sign_plc_operation(req: XrpcRequest) -> dict[str, Any]:
 
 METHODS = (
     # max_body is not used for raw input (the importer bounds the stream itself); it states the limit.
-    Method("com.atproto.repo.importRepo", "procedure", import_repo_handler, Auth.ACCESS, input="bytes",
-           max_body=MAX_IMPORT_BYTES),
+    # A full session, as the reference: an app password may not replace the whole repository.
+    Method("com.atproto.repo.importRepo", "procedure", import_repo_handler, Auth.FULL, input="bytes",
+           errors=(ROLLBACK_ERROR,), max_body=MAX_IMPORT_BYTES),
     Method("com.atproto.identity.submitPlcOperation", "procedure", submit_plc_operation, Auth.FULL,
            max_body=100_000),
     Method("com.atproto.identity.requestPlcOperationSignature", "procedure", request_plc_operation_signature,

@@ -55,6 +55,8 @@ class Method:
     max_body: int = DEFAULT_JSON_LIMIT
     # Enforced by the dispatcher on top of the global per-IP limit (squall.ratelimit).
     rate_limits: tuple[RateLimit, ...] = ()
+    # Points one call takes from its caller-keyed limits: a number, or a function of the JSON body.
+    rate_cost: int | Callable[[Any], int] = 1
 
     def __post_init__(self) -> None:
         syntax.ensure_valid_nsid(self.nsid)

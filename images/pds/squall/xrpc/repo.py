@@ -13,6 +13,7 @@ from typing import Any
 from ..store.accounts import find_account
 from ..atproto.repo import CREATE, MAX_OPS_PER_COMMIT, UPDATE
 from ..identity.document import handle_from_doc
+from ..ratelimit import REPO_WRITE, WRITE_POINTS, apply_writes_points
 from ..repo import reader
 from ..repo.prepare import PUT, UNSET, PreparedWrite, parse_cid
 from ..repo.service import RepoService
@@ -207,13 +208,13 @@ _WRITE_ERRORS = ("InvalidSwap", "AccountTakedown", "AccountDeactivated", "Accoun
 
 METHODS = (
     Method("com.atproto.repo.createRecord", "procedure", create_record, Auth.ACCESS,
-           errors=_WRITE_ERRORS, max_body=WRITE_BODY_LIMIT),
+           errors=_WRITE_ERRORS, max_body=WRITE_BODY_LIMIT, rate_limits=REPO_WRITE, rate_cost=WRITE_POINTS["create"]),
     Method("com.atproto.repo.putRecord", "procedure", put_record, Auth.ACCESS,
-           errors=_WRITE_ERRORS, max_body=WRITE_BODY_LIMIT),
+           errors=_WRITE_ERRORS, max_body=WRITE_BODY_LIMIT, rate_limits=REPO_WRITE, rate_cost=WRITE_POINTS["update"]),
     Method("com.atproto.repo.deleteRecord", "procedure", delete_record, Auth.ACCESS,
-           errors=_WRITE_ERRORS, max_body=WRITE_BODY_LIMIT),
+           errors=_WRITE_ERRORS, max_body=WRITE_BODY_LIMIT, rate_limits=REPO_WRITE, rate_cost=WRITE_POINTS["delete"]),
     Method("com.atproto.repo.applyWrites", "procedure", apply_writes, Auth.ACCESS,
-           errors=_WRITE_ERRORS, max_body=WRITE_BODY_LIMIT),
+           errors=_WRITE_ERRORS, max_body=WRITE_BODY_LIMIT, rate_limits=REPO_WRITE, rate_cost=apply_writes_points),
     Method("com.atproto.repo.getRecord", "query", get_record, Auth.NONE, errors=("RecordNotFound",)),
     Method("com.atproto.repo.listRecords", "query", list_records, Auth.NONE),
     Method("com.atproto.repo.describeRepo", "query", describe_repo, Auth.NONE,

@@ -265,6 +265,8 @@ async def list_app_passwords(req: XrpcRequest) -> dict[str, Any]:
 async def revoke_app_password(req: XrpcRequest) -> None:
     name = req.capped("name", app_passwords.MAX_NAME_LENGTH)
     await req.ctx.db.write(app_passwords.delete, req.did, name)
+    if req.ctx.verifier.revocations is not None:
+        req.ctx.verifier.revocations.invalidate(req.did)  # its access tokens stop now, not in 2 h
 
 
 # -- invite codes -------------------------------------------------------------------------------------
@@ -334,9 +336,9 @@ METHODS = (
            errors=("InvalidToken", "ExpiredToken"), input=None, max_body=100_000),
     Method("com.atproto.server.createAppPassword", "procedure", create_app_password, Auth.FULL,
            errors=("AccountTakedown",), max_body=100_000),
-    Method("com.atproto.server.listAppPasswords", "query", list_app_passwords, Auth.ACCESS,
+    Method("com.atproto.server.listAppPasswords", "query", list_app_passwords, Auth.FULL,
            errors=("AccountTakedown",)),
-    Method("com.atproto.server.revokeAppPassword", "procedure", revoke_app_password, Auth.ACCESS,
+    Method("com.atproto.server.revokeAppPassword", "procedure", revoke_app_password, Auth.FULL,
            max_body=100_000),
     Method("com.atproto.server.createInviteCode", "procedure", create_invite_code, Auth.ADMIN,
            max_body=100_000),

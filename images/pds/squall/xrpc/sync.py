@@ -44,6 +44,9 @@ async def _caller(req: XrpcRequest) -> tuple[str | None, bool]:
             raise InvalidRequest("Token has expired" if exc.expired else "Token could not be verified", name) from None
         if claims.scope not in ACCESS_SCOPES and claims.scope != SCOPE_TAKENDOWN:
             raise InvalidRequest("Bad token scope", "InvalidToken")
+        cutoffs = req.ctx.verifier.revocations
+        if cutoffs is not None and await cutoffs.revoked(claims.did, claims.app_password, claims.issued_ms):
+            raise InvalidRequest("Token has been revoked", "ExpiredToken")
         return claims.did, False
     result = await req.ctx.verifier.verify(Auth.ADMIN, header)
     return None, result.is_admin
