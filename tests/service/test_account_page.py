@@ -1,20 +1,46 @@
 """Issue #17: the account page (/account) in real headless Chromium (Debian's chromium and
-chromium-driver, Selenium): sign in, revoke an OAuth grant (the app's next call fails), create and
-revoke an app password, download the repository CAR and parse it; cross-site POSTs and a missing
-CSRF token are refused. Screenshots: tests/artifacts/account-*.png."""
+chromium-driver, Selenium): sign in (also with the e-mailed code, through a real SMTP server on
+loopback), revoke an OAuth grant (the app's next call fails), create and revoke an app password,
+download the repository CAR and parse it, list and end sessions (the ended one's refresh fails),
+change the password (the old one is refused after, other sessions end) and the handle, deactivate,
+reactivate and delete the account (mailed deletion code; the operator's token works too); signing
+out ends the server-side session; cross-site POSTs and a missing CSRF token are refused on every
+form. Screenshots: tests/artifacts/account-*.png."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from squall.atproto.car import read_car
-from tests.helpers.accounts import PASSWORD, create_account
+from tests.helpers.accounts import PASSWORD, assert_error, bearer, create_account, db_rows
 from tests.helpers.browser import chromium, screenshot
 from tests.helpers.oauth_client import OAuthClient, client_metadata, metadata_host
+from tests.helpers.smtp import SmtpCapture, token_in
 
 REDIRECT = "http://127.0.0.1:9/callback"
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    with SmtpCapture("plain") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pds_env(smtp):
+    return {"PDS_EMAIL_SMTP_URL": smtp.url(), "PDS_EMAIL_FROM_ADDRESS": "pds@example.test"}
+
+
+def click(b, element) -> None:
+    """Submit a form (or follow a link) and wait until the browser shows the next page."""
+    old = b.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(b, 20).until(expected_conditions.staleness_of(old))
+    WebDriverWait(b, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +73,11 @@ def test_account_page_in_chromium(c, pds, host, origin):
         screenshot(b, "account-1-sign-in")
         b.find_element(By.ID, "identifier").send_keys(user["handle"])
         b.find_element(By.ID, "password").send_keys("wrong password")
-        b.find_element(By.ID, "sign-in").click()
+        click(b, b.find_element(By.ID, "sign-in"))
         assert "Wrong handle, e-mail or password." in b.page_source
         b.find_element(By.ID, "password").send_keys(PASSWORD)
-        b.find_element(By.ID, "sign-in").click()
+        click(b, b.find_element(By.ID, "sign-in"))
+        b.get(f"{origin}/account")  # sign-in led to the password form (/.well-known/change-password)
         assert user["handle"] in b.find_element(By.TAG_NAME, "h1").text
         grant = b.find_element(By.CSS_SELECTOR, ".grant")
         assert "Notes for Squall" in grant.text
@@ -62,7 +89,7 @@ def test_account_page_in_chromium(c, pds, host, origin):
         assert session_cookie["httpOnly"] and session_cookie["sameSite"] == "Strict"
 
         # Revoke the grant: the app's very next call fails.
-        grant.find_element(By.TAG_NAME, "button").click()
+        click(b, grant.find_element(By.TAG_NAME, "button"))
         assert b.find_element(By.ID, "notice").text == "Access revoked."
         assert not b.find_elements(By.CSS_SELECTOR, ".grant")
         r = app.xrpc("GET", "com.atproto.server.getSession")
@@ -71,14 +98,14 @@ def test_account_page_in_chromium(c, pds, host, origin):
 
         # App passwords: create, use, revoke.
         b.find_element(By.ID, "app-password-name").send_keys("cli tool")
-        b.find_element(By.ID, "create-app-password").click()
+        click(b, b.find_element(By.ID, "create-app-password"))
         secret = b.find_element(By.ID, "new-app-password").text
         screenshot(b, "account-4-app-password")
         r = c.post("/xrpc/com.atproto.server.createSession", json={"identifier": user["handle"], "password": secret})
         assert r.status_code == 200, r.text
         card = b.find_element(By.CSS_SELECTOR, ".app-password")
         assert "cli tool" in card.text
-        card.find_element(By.TAG_NAME, "button").click()
+        click(b, card.find_element(By.TAG_NAME, "button"))
         assert b.find_element(By.ID, "notice").text == "App password revoked."
         r = c.post("/xrpc/com.atproto.server.createSession", json={"identifier": user["handle"], "password": secret})
         assert r.status_code == 401, r.text

@@ -60,3 +60,25 @@ def delete_refresh_tokens_of_app_password(conn: sqlite3.Connection, did: str, ap
 
 def mail_revoke_all_refresh_tokens(conn: sqlite3.Connection, did: str) -> None:
     conn.execute("DELETE FROM refresh_token WHERE did = ?", (did,))
+
+
+# -- used by the account page (squall.account_web): list and end one session --
+
+
+async def list_live_refresh_tokens(db, did: str, now: int) -> list[sqlite3.Row]:
+    """The account's sessions: refresh tokens not yet rotated nor expired (``id``, ``app_password_name``,
+    ``expires_at``), the longest-lived first."""
+    return await db.fetchall(
+        "SELECT id, app_password_name, expires_at FROM refresh_token "
+        "WHERE did = ? AND next_id IS NULL AND expires_at > ? ORDER BY expires_at DESC",
+        (did, now),
+    )
+
+
+def delete_refresh_token_of(conn: sqlite3.Connection, did: str, jti: str) -> bool:
+    """End one session of the account, and the grace-window predecessors that rotated into it.
+    False when the account has no such token."""
+    found = conn.execute("DELETE FROM refresh_token WHERE did = ? AND id = ?", (did, jti)).rowcount > 0
+    if found:
+        conn.execute("DELETE FROM refresh_token WHERE did = ? AND next_id = ?", (did, jti))
+    return found

@@ -30,18 +30,17 @@ from typing import Any, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..accounts import deletion, invites, operator_tokens, status, takedown
+from ..accounts import deletion, invites, operator_tokens, password_change, status, takedown
 from ..accounts.events import wake_firehose
 from ..accounts.sessions import MAX_PASSWORD_LENGTH
 from ..accounts.signup import check_password, is_valid_email
 from ..store import accounts as accounts_store
 from ..store import invites as invites_store
-from ..store import sessions as sessions_store
 from ..store.accounts import Account, get_by_did, get_by_handle
 from ..atproto import syntax
 from ..atproto.cid import CID
 from ..atproto.errors import AtprotoError, InvalidSyntax
-from ..auth.passwords import hash_password, verify_password
+from ..auth.passwords import verify_password
 from ..identity.handles import HandleError, check_handle
 from ..ratelimit import DAY, HOUR, MINUTE, KeyBy, RateLimit
 from .dispatch import error_response, read_body_capped
@@ -404,15 +403,9 @@ async def update_account_password(req: XrpcRequest) -> None:
     password = _string(req, "password", max_length=4096)
     check_password(password)
     await _account_by_did(req, did)
-    digest = await hash_password(ctx.hasher, password)
-
-    def run(conn: sqlite3.Connection) -> None:
-        if not accounts_store.set_password_hash(conn, did, digest):
-            raise deletion.AccountNotFound(did)
-        # As the reference: every session of the account ends with the old password.
-        sessions_store.delete_refresh_tokens_of(conn, did)
-
-    await ctx.db.write(run)
+    digest = await password_change.new_password_hash(ctx.hasher, password)
+    # As the reference: every session of the account ends with the old password.
+    await ctx.db.write(password_change.set_password, did, digest)
     ctx.log.info("admin changed password", extra={"did": did})
 
 
