@@ -425,8 +425,7 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
             return await dashboard(ctx, session, error=words, status=401)
         try:
             digest = await password_change.new_password_hash(ctx.hasher, new)
-            await ctx.db.write(password_change.set_password, session["did"], digest,
-                               keep_page_session=session["id_hash"])
+            await ctx.db.write(password_change.set_password, session["did"], digest, session["id_hash"])
         except DomainError as err:
             return await dashboard(ctx, session, error=err.message, status=400)
         ctx.log.info("password changed on the account page", extra={"did": session["did"]})

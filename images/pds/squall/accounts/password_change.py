@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from argon2 import PasswordHasher
 
 
-def set_password(conn: sqlite3.Connection, did: str, digest: str, *, keep_page_session: str | None = None) -> None:
+def set_password(conn: sqlite3.Connection, did: str, digest: str, keep_page_session: str | None = None) -> None:
     """Store the new hash and end the account's sessions (inside ``Database.write``)."""
     if not accounts_store.set_password_hash(conn, did, digest):
         raise AccountNotFound(did)
