@@ -1,26 +1,34 @@
 """The account page (``/account``, issue #17): a user's own view of their account, server-rendered,
-usable without JavaScript: sign in with the account password; see and revoke OAuth grants (app
-name and logo from the client metadata, permissions in words, created, last used); create, list
-and revoke app passwords; download the repository as a CAR; ``/.well-known/change-password``
-leads here.
+usable without JavaScript. Signed in with the account password (and, when the account has turned
+on sign-in codes, the code ``ctx.mail`` e-mails), a user can: see and revoke OAuth grants (app name
+and logo from the client metadata, permissions in words, created, last used); create, list and
+revoke app passwords; see and end their sessions (password and app-password sign-ins of apps, and
+this page's own sign-ins); change the password (``/.well-known/change-password`` leads to that
+form, ``/account/password``); change the handle; download the repository as a CAR; deactivate
+(and reactivate) or delete the account.
+
+Every action uses the service the XRPC methods use, so the rules and error texts are one:
+``squall.accounts.password_change`` (as resetPassword and admin.updateAccountPassword: every other
+session ends), ``squall.xrpc.identity.change_handle`` with ``check_handle`` (as updateHandle),
+``squall.accounts.status`` (de/activateAccount), ``squall.accounts.deletion`` with the deletion
+token (as requestAccountDelete + deleteAccount: mailed when SMTP is set up, else issued by the
+operator), the OAuth provider's grants, ``squall.accounts.app_passwords``, ``squall.repo.export``.
 
 Security: a strict CSP (no scripts at all; the stylesheet by nonce; images only from ourselves and
-the https origins of the listed apps' logos); no framing; the session is a signed, expiring cookie
-(itsdangerous, key derived from the JWT secret) that is HttpOnly, SameSite=Strict and Secure when
-the server is on https; every POST carries a CSRF token bound to the session (before sign-in: a
-double-submit cookie) and is refused when the browser says it comes from another site
-(``Origin``/``Sec-Fetch-Site``). Actions use the same services as the XRPC methods (the OAuth
-provider's grants, squall.accounts.app_passwords, squall.repo.export).
-
-Second factor: ``ctx.account_second_factor`` (absent today) is the hook for the e-mail code being
-built separately: an object with ``async required(did) -> bool``, ``async send(did)`` and
-``async verify(did, code) -> bool``; when present and required, sign-in asks for the code.
+the https origins of the listed apps' logos); no framing; a session is a random id in a cookie
+(HttpOnly, SameSite=Strict, Secure unless dev mode over plain http) whose SHA-256 keys a row of
+``account_session`` (``store/account_sessions.py``), so signing out, a password change or the
+account's deletion really ends it. Every POST carries a CSRF token bound to the session (before
+sign-in: a double-submit cookie) and is refused when the browser says it comes from another site
+(``Origin``/``Sec-Fetch-Site``). Password attempts (sign-in, code, confirmations) count against the
+sign-in rate limits of createSession and the OAuth form.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from datetime import datetime, timezone
@@ -30,17 +38,29 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from ..accounts import app_passwords
-from ..accounts.sessions import LoginChecker
+from ..accounts import app_passwords, deletion, operator_tokens, password_change, status
+from ..accounts.events import wake_firehose
+from ..accounts.sessions import MAX_PASSWORD_LENGTH, LoginChecker
+from ..auth.passwords import verify_password
 from ..auth.scopes import describe, split
 from ..errors import DomainError
+from ..ratelimit import consume_sign_in
+from ..store import account_sessions
+from ..store import sessions as sessions_store
 from ..store.accounts import get_by_did, list_app_passwords
 from ..store.sequencer import now_iso
 
 SESSION_COOKIE = "squall_account"
 PRE_CSRF_COOKIE = "squall_account_csrf"
-SESSION_TTL = 3600
+SESSION_TTL = 4 * 3600
+CODE_TTL = 15 * 60  # a session waiting for its e-mailed code lives as long as the code
 MAX_FORM_BYTES = 16 * 1024
+PAGES = ("/account", "/account/password")  # where sign-in may lead back to
+CODE_WORDS = {
+    "AuthFactorTokenRequired": "We sent a sign-in code to your e-mail address. Enter it below.",
+    "ExpiredToken": "That sign-in code has expired. Sign in again to get a new one.",
+    "InvalidToken": "That sign-in code is not right. Check the latest mail.",
+}
 
 
 def _templates() -> Any:
@@ -60,29 +80,41 @@ def _when(ts: int | None) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
 def routes(app, get_ctx: Callable[[], Any]) -> None:
     env: list[Any] = []
 
-    def signer(ctx) -> Any:
-        from itsdangerous import URLSafeTimedSerializer
-
-        key = hmac.new(ctx.secrets.jwt_secret.encode(), b"squall account page v1", hashlib.sha256).hexdigest()
-        return URLSafeTimedSerializer(key, salt="account-session")
-
     def secure(ctx) -> bool:
+        # Browsers drop Secure cookies set over plain http; only dev mode serves the page over it.
         return ctx.settings.public_url.startswith("https://")
 
-    def session_of(request: Request) -> dict[str, str] | None:
-        raw = request.cookies.get(SESSION_COOKIE)
-        if not raw:
+    async def session_of(request: Request, stage: str = "active") -> dict[str, Any] | None:
+        sid = request.cookies.get(SESSION_COOKIE)
+        if not sid or len(sid) > 128:
             return None
-        from itsdangerous import BadSignature
+        row = await account_sessions.get(get_ctx().db, _digest(sid), int(time.time()))
+        if row is None or row["stage"] != stage:
+            return None
+        return {"did": row["did"], "csrf": row["csrf"], "id_hash": _digest(sid)}
 
-        try:
-            data = signer(get_ctx()).loads(raw, max_age=SESSION_TTL)
-        except BadSignature:
-            return None
-        return data if isinstance(data, dict) and "did" in data and "csrf" in data else None
+    async def new_session(request: Request, did: str, stage: str) -> str:
+        ctx = get_ctx()
+        sid = secrets.token_urlsafe(32)
+        now = int(time.time())
+        ttl = SESSION_TTL if stage == "active" else CODE_TTL
+        agent = request.headers.get("user-agent", "")[:200]
+        await ctx.db.write(account_sessions.create, _digest(sid), did, secrets.token_urlsafe(24), stage, now,
+                           now + ttl, agent)
+        return sid
+
+    def with_cookie(response: Response, sid: str, stage: str) -> Response:
+        ctx = get_ctx()
+        response.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_TTL if stage == "active" else CODE_TTL,
+                            httponly=True, samesite="strict", secure=secure(ctx), path="/")
+        return response
 
     def render(name: str, status: int = 200, *, logo_origins: set[str] | None = None, **values: Any) -> HTMLResponse:
         ctx = get_ctx()
@@ -117,11 +149,11 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
         except (UnicodeDecodeError, ValueError):
             return None
 
-    async def checked(request: Request) -> tuple[dict[str, str], dict[str, str]] | Response:
+    async def checked(request: Request, stage: str = "active") -> tuple[dict[str, Any], dict[str, str]] | Response:
         """The signed-in session and the form of a POST, or the refusal."""
         if cross_site(request):
             return refuse("This form was submitted from another site.")
-        session = session_of(request)
+        session = await session_of(request, stage)
         if session is None:
             return RedirectResponse("/account", status_code=303)
         form = await read_form(request)
@@ -131,16 +163,43 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
             return refuse("The form could not be verified (missing or wrong CSRF token). Reload the page.")
         return session, form
 
-    def sign_in_page(ctx, *, error: str | None = None, status: int = 200, identifier: str = "") -> HTMLResponse:
+    def limited(request: Request, identifier: str) -> str | None:
+        """Count one password (or code) attempt; the words when a sign-in limit is exceeded."""
+        hit = consume_sign_in(get_ctx(), request, identifier)
+        if hit is None:
+            return None
+        minutes = max(1, math.ceil((hit.reset_at - time.time()) / 60))
+        return f"Too many attempts. Try again in {minutes} minutes."
+
+    async def password_ok(request: Request, did: str, password: str) -> str | None:
+        """None when ``password`` is the account's password; else what the page says."""
+        words = limited(request, did)
+        if words is not None:
+            return words
+        account = await get_by_did(get_ctx().db, did)
+        if (account is None or account.password_hash is None or not password or len(password) > MAX_PASSWORD_LENGTH
+                or not await verify_password(get_ctx().hasher, account.password_hash, password)):
+            return "Your current password is not right."
+        return None
+
+    def sign_in_page(ctx, *, error: str | None = None, status: int = 200, identifier: str = "",
+                     next_page: str = "/account") -> HTMLResponse:
         token = secrets.token_urlsafe(24)
-        response = render("account_signin.html", status, csrf_token=token, error=error, identifier=identifier)
+        response = render("account_signin.html", status, csrf_token=token, error=error, identifier=identifier,
+                          next_page=next_page if next_page in PAGES else "/account")
         response.set_cookie(PRE_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure(ctx),
                             path="/account")
         return response
 
-    async def dashboard(ctx, session: dict[str, str], *, notice: str | None = None,
-                        new_password: dict[str, str] | None = None) -> HTMLResponse:
+    def code_page(session: dict[str, Any], *, message: str, status: int = 200, next_page: str = "/account") -> HTMLResponse:
+        return render("account_code.html", status, csrf_token=session["csrf"], message=message, next_page=next_page,
+                      sent=message == CODE_WORDS["AuthFactorTokenRequired"])
+
+    async def dashboard(ctx, session: dict[str, Any], *, notice: str | None = None, error: str | None = None,
+                        status: int = 200, new_password: dict[str, str] | None = None,
+                        delete_requested: bool = False) -> HTMLResponse:
         did = session["did"]
+        now = int(time.time())
         account = await get_by_did(ctx.db, did)
         grants, logos = [], set()
         for row in await ctx.oauth.grants(did):
@@ -159,26 +218,53 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
                            "last_used": _when(row["last_used_at"])})
         passwords = [{"name": r["name"], "created": r["created_at"], "privileged": bool(r["privileged"])}
                      for r in await list_app_passwords(ctx.db, did)]
-        return render("account.html", logo_origins=logos, handle=account.handle if account else did, did=did,
-                      grants=grants, passwords=passwords, csrf_token=session["csrf"], notice=notice,
-                      new_password=new_password)
+        sessions = [{"id": r["id"], "app_password": r["app_password_name"], "expires": _when(r["expires_at"])}
+                    for r in await sessions_store.list_live_refresh_tokens(ctx.db, did, now)]
+        pages = [{"id": r["id_hash"], "created": _when(r["created_at"]), "agent": r["user_agent"] or "a browser",
+                  "current": r["id_hash"] == session["id_hash"]}
+                 for r in await account_sessions.list_of(ctx.db, did, now)]
+        return render("account.html", status, logo_origins=logos, handle=account.handle if account else did, did=did,
+                      grants=grants, passwords=passwords, sessions=sessions, pages=pages, csrf_token=session["csrf"],
+                      notice=notice, error=error, new_password=new_password,
+                      deactivated=account is not None and account.deactivated_at is not None,
+                      mail_enabled=ctx.mail.enabled, delete_requested=delete_requested)
 
-    def with_session(response: Response, ctx, data: dict[str, str]) -> Response:
-        response.set_cookie(SESSION_COOKIE, signer(ctx).dumps(data), max_age=SESSION_TTL, httponly=True,
-                            samesite="strict", secure=secure(ctx), path="/")
+    def signed_out(message: str) -> Response:
+        response = render("account_error.html", 200, message=message, title="Signed out")
+        response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
+    # -- pages ----------------------------------------------------------------------------------------
+
     @app.get("/.well-known/change-password")
-    async def change_password() -> Response:
-        return RedirectResponse("/account#password", status_code=302)
+    async def well_known_change_password() -> Response:
+        return RedirectResponse("/account/password", status_code=302)
 
     @app.get("/account")
     async def account_page(request: Request) -> Response:
         ctx = get_ctx()
-        session = session_of(request)
+        session = await session_of(request)
+        if session is not None:
+            return await dashboard(ctx, session)
+        pending = await session_of(request, "code")
+        if pending is not None:
+            return code_page(pending, message=CODE_WORDS["AuthFactorTokenRequired"])
+        return sign_in_page(ctx)
+
+    @app.get("/account/password")
+    async def password_page(request: Request) -> Response:
+        ctx = get_ctx()
+        session = await session_of(request)
         if session is None:
-            return sign_in_page(ctx)
-        return await dashboard(ctx, session)
+            pending = await session_of(request, "code")
+            if pending is not None:
+                return code_page(pending, message=CODE_WORDS["AuthFactorTokenRequired"], next_page="/account/password")
+            return sign_in_page(ctx, next_page="/account/password")
+        account = await get_by_did(ctx.db, session["did"])
+        return render("account_password.html", handle=account.handle if account else session["did"],
+                      csrf_token=session["csrf"])
+
+    # -- signing in and out ---------------------------------------------------------------------------
 
     @app.post("/account/sign-in")
     async def sign_in(request: Request) -> Response:
@@ -192,33 +278,78 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
         if not cookie or not hmac.compare_digest(cookie, form.get("csrf_token", "")):
             return refuse("The form could not be verified (missing or wrong CSRF token). Reload the page.")
         identifier = form.get("identifier", "").strip()
+        next_page = form.get("next", "/account")
+        words = limited(request, identifier)
+        if words is not None:
+            return sign_in_page(ctx, error=words, status=429, identifier=identifier, next_page=next_page)
         try:
             account, app_password = await LoginChecker(ctx.db, ctx.hasher).login(identifier, form.get("password", ""))
         except DomainError:
             account, app_password = None, None
         if account is None or app_password is not None or account.is_takendown:
-            return sign_in_page(ctx, error="Wrong handle, e-mail or password.", status=401, identifier=identifier)
-        second = getattr(ctx, "account_second_factor", None)
-        if second is not None and await second.required(account.did):
-            code = form.get("code", "")
-            if not code:
-                await second.send(account.did)
-                return sign_in_page(ctx, error="Enter the code we sent to your e-mail address.", status=401,
-                                    identifier=identifier)
-            if not await second.verify(account.did, code):
-                return sign_in_page(ctx, error="Wrong code.", status=401, identifier=identifier)
-        response = RedirectResponse("/account", status_code=303)
+            # The same words whatever was wrong, so the form does not tell which accounts exist.
+            return sign_in_page(ctx, error="Wrong handle, e-mail or password.", status=401, identifier=identifier,
+                                next_page=next_page)
+        stage = "active"
+        if await ctx.mail.auth_factor(account.did):  # e-mail two-factor (squall.mail): mail a code
+            try:
+                await ctx.mail.check_sign_in(account, None)
+            except DomainError as err:
+                if err.name != "AuthFactorTokenRequired":  # e.g. no SMTP any more: say so
+                    return sign_in_page(ctx, error=err.message, status=400, identifier=identifier,
+                                        next_page=next_page)
+                stage = "code"
+        sid = await new_session(request, account.did, stage)
+        target = next_page if next_page in PAGES else "/account"
+        response = RedirectResponse(target, status_code=303)
         response.delete_cookie(PRE_CSRF_COOKIE, path="/account")
-        return with_session(response, ctx, {"did": account.did, "csrf": secrets.token_urlsafe(24)})
+        return with_cookie(response, sid, stage)
+
+    @app.post("/account/sign-in/code")
+    async def sign_in_code(request: Request) -> Response:
+        result = await checked(request, "code")
+        if isinstance(result, Response):
+            return result
+        pending, form = result
+        ctx = get_ctx()
+        next_page = form.get("next", "/account")
+        words = limited(request, pending["did"])
+        if words is not None:
+            return code_page(pending, message=words, status=429, next_page=next_page)
+        account = await get_by_did(ctx.db, pending["did"])
+        if account is None:
+            return signed_out("This account no longer exists.")
+        code = form.get("code", "").strip()
+        if not code:
+            return code_page(pending, message="Enter the code from the e-mail.", status=400, next_page=next_page)
+        try:
+            await ctx.mail.check_sign_in(account, code)
+        except DomainError as err:
+            words = CODE_WORDS.get(err.name, err.message)
+            if err.name == "ExpiredToken":
+                await ctx.db.write(account_sessions.delete, pending["id_hash"])
+                return signed_out(words)
+            return code_page(pending, message=words, status=401, next_page=next_page)
+        # A fresh id for the signed-in session: the pending one's cookie is worth nothing now.
+        await ctx.db.write(account_sessions.delete, pending["id_hash"])
+        sid = await new_session(request, account.did, "active")
+        target = next_page if next_page in PAGES else "/account"
+        return with_cookie(RedirectResponse(target, status_code=303), sid, "active")
 
     @app.post("/account/sign-out")
     async def sign_out(request: Request) -> Response:
         result = await checked(request)
         if isinstance(result, Response):
-            return result
+            result = await checked(request, "code")  # cancelling a sign-in that waits for its code
+            if isinstance(result, Response):
+                return result
+        session, _ = result
+        await get_ctx().db.write(account_sessions.delete, session["id_hash"])
         response = RedirectResponse("/account", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
+
+    # -- apps, app passwords, sessions ------------------------------------------------------------------
 
     @app.post("/account/grants/revoke")
     async def revoke_grant(request: Request) -> Response:
@@ -261,11 +392,152 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
         await ctx.db.write(app_passwords.delete, session["did"], form.get("name", ""))
         return await dashboard(ctx, session, notice="App password revoked.")
 
+    @app.post("/account/sessions/revoke")
+    async def revoke_session(request: Request) -> Response:
+        result = await checked(request)
+        if isinstance(result, Response):
+            return result
+        session, form = result
+        ctx = get_ctx()
+        if form.get("kind") == "page":
+            target = form.get("session", "")
+            if target == session["id_hash"]:
+                return await dashboard(ctx, session, notice="To end this session, sign out.")
+            done = await ctx.db.write(account_sessions.delete_one_of, session["did"], target)
+        else:
+            done = await ctx.db.write(sessions_store.delete_refresh_token_of, session["did"], form.get("session", ""))
+        return await dashboard(ctx, session, notice="Session ended." if done else "That session had already ended.")
+
+    # -- password, handle ---------------------------------------------------------------------------------
+
+    @app.post("/account/password")
+    async def change_password(request: Request) -> Response:
+        result = await checked(request)
+        if isinstance(result, Response):
+            return result
+        session, form = result
+        ctx = get_ctx()
+        new = form.get("new_password", "")
+        if new != form.get("new_password_again", new):
+            return await dashboard(ctx, session, error="The two new passwords differ.", status=400)
+        words = await password_ok(request, session["did"], form.get("current_password", ""))
+        if words is not None:
+            return await dashboard(ctx, session, error=words, status=401)
+        try:
+            digest = await password_change.new_password_hash(ctx.hasher, new)
+            await ctx.db.write(password_change.set_password, session["did"], digest, session["id_hash"])
+            ctx.verifier.forget_revocations(session["did"])
+        except DomainError as err:
+            return await dashboard(ctx, session, error=err.message, status=400)
+        ctx.log.info("password changed on the account page", extra={"did": session["did"]})
+        return await dashboard(ctx, session, notice="Password changed. Every other session has been signed out.")
+
+    @app.post("/account/handle")
+    async def change_handle(request: Request) -> Response:
+        from ..identity.handles import HandleError, check_handle
+        from ..xrpc.identity import change_handle as move_handle
+
+        result = await checked(request)
+        if isinstance(result, Response):
+            return result
+        session, form = result
+        ctx = get_ctx()
+        account = await get_by_did(ctx.db, session["did"])
+        if account is None:
+            return signed_out("This account no longer exists.")
+        try:
+            checked_handle = check_handle(form.get("handle", "").strip()[:300], list(ctx.settings.service_handle_domains))
+            await move_handle(ctx, session["did"], account.handle, checked_handle)
+        except HandleError as err:
+            return await dashboard(ctx, session, error=str(err), status=400)
+        except DomainError as err:
+            return await dashboard(ctx, session, error=err.message, status=400)
+        return await dashboard(ctx, session, notice=f"Your handle is now @{checked_handle.handle}.")
+
+    # -- deactivate, delete ------------------------------------------------------------------------------
+
+    @app.post("/account/deactivate")
+    async def deactivate(request: Request) -> Response:
+        result = await checked(request)
+        if isinstance(result, Response):
+            return result
+        session, form = result
+        ctx = get_ctx()
+        words = await password_ok(request, session["did"], form.get("password", ""))
+        if words is not None:
+            return await dashboard(ctx, session, error=words, status=401)
+        try:
+            await ctx.db.write(status.deactivate, session["did"], None)
+        except DomainError as err:
+            return await dashboard(ctx, session, error=err.message, status=400)
+        await wake_firehose(ctx)
+        return await dashboard(ctx, session, notice="Your account is deactivated.")
+
+    @app.post("/account/activate")
+    async def activate(request: Request) -> Response:
+        result = await checked(request)
+        if isinstance(result, Response):
+            return result
+        session, _ = result
+        ctx = get_ctx()
+        try:
+            await ctx.db.write(status.activate, session["did"])
+        except DomainError as err:
+            return await dashboard(ctx, session, error=err.message, status=400)
+        await wake_firehose(ctx)
+        return await dashboard(ctx, session, notice="Your account is active again.")
+
+    @app.post("/account/delete/request")
+    async def request_delete(request: Request) -> Response:
+        result = await checked(request)
+        if isinstance(result, Response):
+            return result
+        session, _ = result
+        ctx = get_ctx()
+        if not ctx.mail.enabled:
+            return await dashboard(ctx, session, error="This server sends no e-mail: ask its operator for a "
+                                   "deletion code.", status=400)
+        try:
+            await ctx.mail.request_account_delete(session["did"])
+        except DomainError as err:
+            return await dashboard(ctx, session, error=err.message, status=400)
+        return await dashboard(ctx, session, notice="We sent a deletion code to your e-mail address.",
+                               delete_requested=True)
+
+    @app.post("/account/delete")
+    async def delete_account(request: Request) -> Response:
+        result = await checked(request)
+        if isinstance(result, Response):
+            return result
+        session, form = result
+        ctx = get_ctx()
+        did = session["did"]
+        token = form.get("token", "").strip()
+        if form.get("confirm") != "on":
+            return await dashboard(ctx, session, error="Tick the box to confirm the deletion.", status=400)
+        if not token or len(token) > 64:
+            return await dashboard(ctx, session, error="Enter the deletion code.", status=400)
+        try:
+            # As deleteAccount: the token before the password (a request without one costs no hash).
+            await operator_tokens.precheck(ctx.db, did, operator_tokens.PURPOSE_DELETE, token)
+        except DomainError as err:
+            return await dashboard(ctx, session, error=err.message, status=400)
+        words = await password_ok(request, did, form.get("password", ""))
+        if words is not None:
+            return await dashboard(ctx, session, error=words, status=401)
+        try:
+            await deletion.delete(ctx, did, token=token)
+        except DomainError as err:
+            return await dashboard(ctx, session, error=err.message, status=400)
+        return signed_out("Your account has been deleted.")
+
+    # -- data -------------------------------------------------------------------------------------------
+
     @app.get("/account/repo.car")
     async def download_car(request: Request) -> Response:
         from ..repo.export import RepoExport, RepoNotStored
 
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return RedirectResponse("/account", status_code=303)
         ctx = get_ctx()

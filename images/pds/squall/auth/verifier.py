@@ -79,6 +79,12 @@ class AuthVerifier:
         self._verified_admin_tokens: set[bytes] = set()
         self._dpop: Callable[[str], Awaitable[Any]] | None = None
 
+    def forget_revocations(self, did: str) -> None:
+        """A cut-off was just written for ``did`` (password change, app password revoked): drop
+        the cached view so its tokens are refused from the next request on."""
+        if self.revocations is not None:
+            self.revocations.invalidate(did)
+
     def attach_dpop(self, verify: Callable[[str], Awaitable[Any]]) -> None:
         """Accept ``Authorization: DPoP <token>``; ``verify(token)`` returns a grant with ``did``,
         ``legacy_scope``, ``oauth_scope``, ``client_id`` and ``exp``, or raises an XRPC error."""

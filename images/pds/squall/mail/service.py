@@ -22,15 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..accounts import operator_tokens
-from ..accounts.signup import check_password, is_valid_email
+from ..accounts import operator_tokens, password_change
+from ..accounts.signup import is_valid_email
 from ..store.accounts import Account, get_by_did, get_by_did_sync, get_by_email
-from ..auth.passwords import hash_password
 from ..errors import AuthRequired, InvalidRequest
 from ..store import accounts as accounts_store
 from ..store import mail as mail_store
-from ..store import oauth as oauth_store
-from ..store import sessions as sessions_store
 from ..store.sequencer import now_iso
 from . import tokens
 from .messages import MessageMaker
@@ -139,21 +136,20 @@ class MailService:
             return
         await self._send_token(account, tokens.RESET_PASSWORD, "reset_password")
 
-    async def reset_password(self, token: str, password: str) -> None:
-        check_password(password)
-        digest = await hash_password(self.hasher, password)
+    async def reset_password(self, token: str, password: str) -> str:
+        """Set the password named by an e-mailed token; the account's DID (its access tokens are cut
+        off: the caller tells the verifier)."""
+        digest = await password_change.new_password_hash(self.hasher, password)
 
         def run(conn) -> str:
             did = tokens.consume_any(conn, tokens.RESET_PASSWORD, token)
-            if not accounts_store.mail_set_password_hash(conn, did, digest):
-                raise InvalidRequest("Account not found", "AccountNotFound")
             # As the reference: every session ends with the old password (OAuth grants too).
-            sessions_store.mail_revoke_all_refresh_tokens(conn, did)
-            oauth_store.mail_revoke_oauth_sessions(conn, did)
+            password_change.set_password(conn, did, digest)
             return did
 
         did = await self.db.write(run)
         self.log.info("password reset by e-mailed token", extra={"did": did})
+        return did
 
     # -- change the address ----------------------------------------------------------------------------
 

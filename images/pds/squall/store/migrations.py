@@ -358,8 +358,25 @@ CREATE TABLE token_cutoff (
 CREATE INDEX token_cutoff_age ON token_cutoff(cutoff_ms);
 """
 
+# v13: the account page's server-side sign-in sessions (squall.account_web, store/account_sessions.py).
+_V13 = """
+-- The cookie holds a random id, the table only its SHA-256; sign-out deletes the row, so a copied
+-- cookie dies with it. 'code': the password was right, the e-mailed sign-in code is awaited.
+CREATE TABLE account_session (
+  id_hash    TEXT PRIMARY KEY,                    -- SHA-256 hex of the cookie's session id
+  did        TEXT NOT NULL REFERENCES account(did) ON DELETE CASCADE,
+  csrf       TEXT NOT NULL,                       -- the session's CSRF token (every form carries it)
+  stage      TEXT NOT NULL,                       -- 'active' | 'code'
+  created_at INTEGER NOT NULL,                    -- unix seconds
+  expires_at INTEGER NOT NULL,
+  user_agent TEXT NOT NULL                        -- shown in the session list (truncated)
+) WITHOUT ROWID;
+CREATE INDEX account_session_did ON account_session(did);
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7),
-                                           (8, _V8), (9, _V9), (10, _V10), (11, _V11), (12, _V12))
+                                           (8, _V8), (9, _V9), (10, _V10), (11, _V11), (12, _V12),
+                                           (13, _V13))
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -83,3 +83,25 @@ async def token_cutoffs(db: "Database", did: str) -> dict[str, int]:
     """credential -> cut-off (unix ms) of the account's live cut-offs."""
     rows = await db.fetchall("SELECT credential, cutoff_ms FROM token_cutoff WHERE did = ?", (did,))
     return {row["credential"]: row["cutoff_ms"] for row in rows}
+
+
+# -- used by the account page (squall.account_web): list and end one session --
+
+
+async def list_live_refresh_tokens(db, did: str, now: int) -> list[sqlite3.Row]:
+    """The account's sessions: refresh tokens not yet rotated nor expired (``id``, ``app_password_name``,
+    ``expires_at``), the longest-lived first."""
+    return await db.fetchall(
+        "SELECT id, app_password_name, expires_at FROM refresh_token "
+        "WHERE did = ? AND next_id IS NULL AND expires_at > ? ORDER BY expires_at DESC",
+        (did, now),
+    )
+
+
+def delete_refresh_token_of(conn: sqlite3.Connection, did: str, jti: str) -> bool:
+    """End one session of the account, and the grace-window predecessors that rotated into it.
+    False when the account has no such token."""
+    found = conn.execute("DELETE FROM refresh_token WHERE did = ? AND id = ?", (did, jti)).rowcount > 0
+    if found:
+        conn.execute("DELETE FROM refresh_token WHERE did = ? AND next_id = ?", (did, jti))
+    return found

@@ -30,20 +30,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import jsonin
-from ..accounts import deletion, invites, operator_tokens, status, takedown
+from ..accounts import deletion, invites, operator_tokens, password_change, status, takedown
 from ..accounts.events import wake_firehose
 from ..accounts.sessions import MAX_PASSWORD_LENGTH
 from ..accounts.signup import check_password, is_valid_email
 from ..store import accounts as accounts_store
 from ..store import invites as invites_store
-from ..store import oauth as oauth_store
-from ..store import sessions as sessions_store
 from ..store.accounts import Account, get_by_did, get_by_handle
 from ..atproto import syntax
 from ..atproto.cid import CID
 from ..atproto.errors import AtprotoError, InvalidSyntax
-from ..auth import revocation
-from ..auth.passwords import hash_password, verify_password
+from ..auth.passwords import verify_password
 from ..identity.handles import HandleError, check_handle
 from ..ratelimit import DAY, HOUR, MINUTE, KeyBy, RateLimit
 from .dispatch import error_response, read_body_capped
@@ -376,20 +373,11 @@ async def update_account_password(req: XrpcRequest) -> None:
     password = req.capped("password", 4096)
     check_password(password)
     await _account_by_did(req, did)
-    digest = await hash_password(ctx.hasher, password)
-
-    def run(conn: sqlite3.Connection) -> None:
-        if not accounts_store.set_password_hash(conn, did, digest):
-            raise deletion.AccountNotFound(did)
-        # As the reference: every session of the account ends with the old password. Beyond it:
-        # its access tokens and OAuth grants end now too, not when they expire.
-        sessions_store.delete_refresh_tokens_of(conn, did)
-        revocation.cut_off(conn, did)
-        oauth_store.delete_sessions_of(conn, did)
-
-    await ctx.db.write(run)
-    if ctx.verifier.revocations is not None:
-        ctx.verifier.revocations.invalidate(did)
+    digest = await password_change.new_password_hash(ctx.hasher, password)
+    # As the reference: every session of the account ends with the old password; beyond it, its
+    # access tokens and OAuth grants end now too (squall.accounts.password_change).
+    await ctx.db.write(password_change.set_password, did, digest)
+    ctx.verifier.forget_revocations(did)
     ctx.log.info("admin changed password", extra={"did": did})
 
 

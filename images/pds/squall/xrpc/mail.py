@@ -45,7 +45,8 @@ async def request_password_reset(req: XrpcRequest) -> None:
 async def reset_password(req: XrpcRequest) -> None:
     token = _token(req)
     password = req.capped("password", 4096)
-    await req.ctx.mail.reset_password(token, password)
+    did = await req.ctx.mail.reset_password(token, password)
+    req.ctx.verifier.forget_revocations(did)
 
 
 async def request_email_update(req: XrpcRequest) -> dict[str, Any]:

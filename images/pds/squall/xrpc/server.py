@@ -265,8 +265,7 @@ async def list_app_passwords(req: XrpcRequest) -> dict[str, Any]:
 async def revoke_app_password(req: XrpcRequest) -> None:
     name = req.capped("name", app_passwords.MAX_NAME_LENGTH)
     await req.ctx.db.write(app_passwords.delete, req.did, name)
-    if req.ctx.verifier.revocations is not None:
-        req.ctx.verifier.revocations.invalidate(req.did)  # its access tokens stop now, not in 2 h
+    req.ctx.verifier.forget_revocations(req.did)  # its access tokens stop now, not in 2 h
 
 
 # -- invite codes -------------------------------------------------------------------------------------
