@@ -55,6 +55,49 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/oauth/revoke"): "client",
     ("GET", "/oauth/authorize"): "client",
     ("POST", "/oauth/authorize"): "client",
+    ("GET", "/oauth/jwks"): "none",
+    ("GET", "/.well-known/change-password"): "none",
+    # Prometheus metrics: no credential (front it at Caddy, README "Metrics"); 404 when off.
+    ("GET", "/metrics"): "ignored",
+    ("GET", "/xrpc/_admin/relays"): "admin",
+    ("POST", "/xrpc/_admin/relays/check"): "admin",
+    ("POST", "/xrpc/_admin/relays/announce"): "admin",
+    ("POST", "/xrpc/_admin/relays/request-crawl"): "admin",
+    ("POST", "/xrpc/_admin/relays/advance-sequence"): "admin",
+    # The account page and the admin dashboard: a session cookie (with CSRF tokens on forms), never an
+    # Authorization header, so every credential must get the answer no credential gets.
+    ("GET", "/account"): "cookie",
+    ("GET", "/account/password"): "cookie",
+    ("GET", "/account/repo.car"): "cookie",
+    ("POST", "/account/activate"): "cookie",
+    ("POST", "/account/app-passwords/create"): "cookie",
+    ("POST", "/account/app-passwords/revoke"): "cookie",
+    ("POST", "/account/deactivate"): "cookie",
+    ("POST", "/account/delete"): "cookie",
+    ("POST", "/account/delete/request"): "cookie",
+    ("POST", "/account/grants/revoke"): "cookie",
+    ("POST", "/account/handle"): "cookie",
+    ("POST", "/account/password"): "cookie",
+    ("POST", "/account/sessions/revoke"): "cookie",
+    ("POST", "/account/sign-in"): "cookie",
+    ("POST", "/account/sign-in/code"): "cookie",
+    ("POST", "/account/sign-out"): "cookie",
+    ("GET", "/admin"): "cookie",
+    ("GET", "/admin/accounts"): "cookie",
+    ("GET", "/admin/accounts/{did}"): "cookie",
+    ("GET", "/admin/backups"): "cookie",
+    ("GET", "/admin/invites"): "cookie",
+    ("GET", "/admin/signin"): "cookie",
+    ("GET", "/admin/static/admin.css"): "cookie",
+    ("GET", "/admin/storage"): "cookie",
+    ("POST", "/admin/accounts/{did}/deactivate"): "cookie",
+    ("POST", "/admin/accounts/{did}/reset-password"): "cookie",
+    ("POST", "/admin/accounts/{did}/takedown"): "cookie",
+    ("POST", "/admin/backups/run"): "cookie",
+    ("POST", "/admin/invites/create"): "cookie",
+    ("POST", "/admin/invites/disable"): "cookie",
+    ("POST", "/admin/signin"): "cookie",
+    ("POST", "/admin/signout"): "cookie",
 }
 # Routes the matrix does not call over plain HTTP, with the reason.
 NOT_HTTP = {
@@ -66,7 +109,17 @@ NOT_HTTP = {
 # audited for issue #20: none, access (accessStandard: app passwords too), privileged, full
 # (accessFull), refresh, admin (moderator / admin token). A note says where Squall differs or why.
 REFERENCE: dict[str, tuple[str, str]] = {
-    "app.bsky.actor.getPreferences": ("access", ""),
+    "app.bsky.actor.getPreferences": ("access", "a taken-down session may read them too (appeals, issue #19)"),
+    "com.atproto.server.requestEmailConfirmation": ("access", ""),
+    "com.atproto.server.confirmEmail": ("access", ""),
+    "com.atproto.server.requestEmailUpdate": ("access", "Squall: full session (changing the address is account control)"),
+    "com.atproto.server.updateEmail": ("access", "Squall: full session (changing the address is account control)"),
+    "com.atproto.server.requestPasswordReset": ("none", "same answer for an unknown address"),
+    "com.atproto.server.resetPassword": ("none", "the mailed token is the credential"),
+    "com.atproto.server.reserveSigningKey": ("none", "rate-limited per IP"),
+    "com.atproto.sync.getHead": ("none", "deprecated; as getLatestCommit"),
+    "com.atproto.sync.getCheckout": ("none", "deprecated; as getRepo"),
+    "com.atproto.temp.checkSignupQueue": ("access", ""),
     "app.bsky.actor.putPreferences": ("access", ""),
     "com.atproto.admin.deleteAccount": ("admin", ""),
     "com.atproto.admin.disableAccountInvites": ("admin", ""),
@@ -130,7 +183,8 @@ REFERENCE: dict[str, tuple[str, str]] = {
 # taken-down repo, and a bad credential is refused rather than ignored. Registered as none: the
 # check is the handler's (squall.xrpc.sync assert_repo_availability).
 HANDLER_OPTIONAL = {"com.atproto.sync.getBlob", "com.atproto.sync.getBlocks", "com.atproto.sync.getLatestCommit",
-                    "com.atproto.sync.getRecord", "com.atproto.sync.getRepo", "com.atproto.sync.listBlobs"}
+                    "com.atproto.sync.getRecord", "com.atproto.sync.getRepo", "com.atproto.sync.listBlobs",
+                    "com.atproto.sync.getHead", "com.atproto.sync.getCheckout"}
 
 CREDENTIALS = ("none", "access", "app_password", "privileged_app_password", "refresh_as_access", "expired",
                "forged_alg_none", "forged_wrong_key", "forged_hs256_public_key", "admin_basic", "other_user")
@@ -143,7 +197,11 @@ ACCEPTED: dict[str, set[str]] = {
     "refresh": {"refresh_as_access"},  # on a refresh route the refresh token is the right credential
     "admin": {"admin_basic"},
     "access_or_admin": {"access", "app_password", "privileged_app_password", "other_user", "admin_basic"},
+    # any access token, and also a taken-down account's own session (appeals; not a matrix credential)
+    "access_or_takendown": {"access", "app_password", "privileged_app_password", "other_user"},
     "client": set(CREDENTIALS),
+    "cookie": set(CREDENTIALS),
+    "ignored": set(CREDENTIALS),
     "none+optional": {"none", "access", "app_password", "privileged_app_password", "other_user", "admin_basic"},
 }
 
@@ -180,8 +238,9 @@ def policy_table() -> str:
                                                  "token (the owner) or the admin's: they may read a hidden repo"]))
         lines.append(f"| `{nsid}` | {method.kind} | {policy} | {reference} | {note} |")
     for (verb, path), policy in ROUTES.items():
-        note = {"client": "OAuth client authentication (DPoP, client assertion); Authorization is ignored"}.get(
-            policy, "")
+        note = {"client": "OAuth client authentication (DPoP, client assertion); Authorization is ignored",
+                "cookie": "page session cookie + CSRF token; Authorization is ignored",
+                "ignored": "no credential; restrict it at the proxy"}.get(policy, "")
         lines.append(f"| `{verb} {path}` | route | {policy} | — | {note} |")
     for path, why in NOT_HTTP.items():
         lines.append(f"| `{path}` | — | — | — | {why} |")
@@ -212,7 +271,8 @@ def test_every_route_has_a_declared_and_audited_policy(tmp_path):
     assert not set(ROUTES) - seen, f"ROUTES names routes that do not exist: {sorted(set(ROUTES) - seen)}"
 
 
-_STRENGTH = {"none": 0, "none+optional": 0, "optional": 0, "access": 1, "access_or_admin": 1, "privileged": 2,
+_STRENGTH = {"none": 0, "none+optional": 0, "optional": 0, "access": 1, "access_or_admin": 1,
+             "access_or_takendown": 1, "privileged": 2,
              "full": 3, "refresh": 3, "admin": 4}
 
 
@@ -340,7 +400,7 @@ def test_route(c, world, verb, path, cred):
     kwargs = {"json": {"did": target["did"]}} if verb == "POST" and path.startswith("/xrpc/") else {}
     r = c.request(verb, path, params=params, headers=world["headers"][cred], **kwargs)
     assert r.status_code < 500, (r.status_code, r.text[:300])
-    if policy == "client":
+    if policy in ("client", "cookie", "ignored"):
         baseline = c.request(verb, path, params=params, **kwargs)
         assert r.status_code == baseline.status_code, (cred, r.status_code, baseline.status_code, r.text[:300])
         return

@@ -119,13 +119,11 @@ class AdminWeb:
     # -- actions: the admin XRPC methods' own handlers ----------------------------------------------
 
     async def call(self, request: Request, nsid: str, body: dict[str, Any]) -> Any:
-        from ..xrpc.request import XrpcRequest
+        from ..xrpc.dispatch import call_handler
 
         method = self.ctx.registry.get(nsid)
         assert method is not None, nsid
-        req = XrpcRequest(ctx=self.ctx, method=method, http=request, auth=AuthResult(is_admin=True),
-                          params=request.query_params, body=body)
-        return await method.handler(req)
+        return await call_handler(self.ctx, method, request, AuthResult(is_admin=True), body)
 
     # -- pages ------------------------------------------------------------------------------------
 

@@ -77,6 +77,14 @@ def _check_inputs(schema: "MethodSchema", method: "Method", request: Request, bo
     return args
 
 
+async def call_handler(ctx: "AppContext", method: "Method", request: Request, auth: Any, body: Any) -> Any:
+    """Run a method's handler for a caller other than the XRPC route (the admin dashboard's forms),
+    after the same Lexicon check of its input, so a handler can always trust ``req.body``/``req.args``."""
+    schema = ctx.registry.schema(method.nsid)
+    args = _check_inputs(schema, method, request, body) if schema is not None else {}
+    return await method.handler(XrpcRequest(ctx=ctx, method=method, http=request, auth=auth, body=body, args=args))
+
+
 def _invalid(method: "Method", exc: LexiconValidationError, message: str) -> InvalidRequest:
     # A method that declares InvalidHandle answers a handle that is not even handle syntax with it,
     # as it does a handle it refuses for other reasons (reserved, too short, wrong domain).
