@@ -416,6 +416,11 @@ def test_relays_page_in_chromium(relay_world, browser):
     ahead.wait_for(lambda: any(t == "#identity" and b["seq"] > ours + 500 for t, b in ahead.events),
                    what="the relay to see an #identity past its seq")
     assert "advanceSequence" in find(By.ID, "actions").text
+    # The monitor re-checks the relay at once: our seq is past its own now, so it follows us again.
+    wait(lambda: _row(_relay_status(c, admin), ahead.url)["status"] == "ok", "the relay to be ok again")
+    d.get(pds.url + "/admin/relays")
+    rows = {r.find_element(By.TAG_NAME, "code").text: r for r in d.find_elements(By.CSS_SELECTOR, "#relays tr.relay")}
+    assert rows[ahead.url].find_element(By.CLASS_NAME, "status").text == "ok"
     shot_full(d, "13-relays-after-actions")
     # The closed relay: advancing against it is refused in words (it cannot be asked for its seq).
     rows = {r.find_element(By.TAG_NAME, "code").text: r for r in d.find_elements(By.CSS_SELECTOR, "#relays tr.relay")}

@@ -220,7 +220,7 @@ def when(unix: Any) -> str:
         return "—"
     stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(unix))
     age = time.time() - unix
-    return f"{stamp} ({human_duration(age)} ago)" if age >= 0 else stamp
+    return f"{stamp}, {human_duration(age)} ago" if age >= 0 else stamp
 
 
 def tone(status: Any) -> str:
