@@ -210,3 +210,126 @@ def test_metrics_off_is_404(tmp_path):
         assert r.status_code == 404
         assert r.json()["error"] == "NotFound"
         assert "PDS_METRICS_ENABLED" in r.json()["message"]
+
+
+# -- the restore drill, health and replication from status.json (issue #16) -------------------------------
+
+DRILL_STATUS = {
+    **BACKUP_STATUS, "healthy": False,
+    "unhealthy_reasons": ["the last restore drill (20260105T120000Z) failed: blobs: did:plc:x: blob b is missing"],
+    "last_drill": {
+        "id": "20260105T120000Z", "ok": False, "started_at": "2026-01-05T12:00:00Z",
+        "finished_at": "2026-01-05T12:00:02Z", "duration_seconds": 2.25, "accounts": 4, "records": 20, "blobs": 7,
+        "summary": "blobs: did:plc:x: blob b is missing",
+        "checks": [
+            {"name": "restore", "ok": True, "seconds": 0.31, "count": 15, "fault_count": 0, "faults": []},
+            {"name": "repos", "ok": True, "seconds": 0.4, "count": 4, "fault_count": 0, "faults": []},
+            {"name": "blobs", "ok": False, "seconds": 0.2, "count": 7, "fault_count": 2,
+             "faults": [{"account": "did:plc:x", "fault": "blob b is missing"}]},
+            {"name": "not-a-known-check", "ok": True, "seconds": 1, "count": 1, "fault_count": 0, "faults": []},
+        ]},
+    "replication": {"enabled": True, "state": "restarting", "encrypted": False, "lag_seconds": 0.75, "restarts": 3,
+                    "replica": "s3://bucket/litestream/pds.sqlite", "last_error": "boom"},
+}
+
+
+def test_backup_drill_health_and_replication_families(pds, c):
+    path = pds.data_dir / "backups" / "status.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(DRILL_STATUS))
+    # Read at scrape time (the snapshot is cached for 5 s): wait for the new file to show.
+    wait_for(lambda: any(name == "squall_backup_healthy" for name, _ in scrape(c)), timeout=10)
+    m = scrape(c)
+    assert val(m, "squall_backup_healthy") == 0
+    assert val(m, "squall_backup_drill_last_ok") == 0
+    assert val(m, "squall_backup_drill_last_failure_timestamp_seconds") == 1767614402.0  # 2026-01-05T12:00:02Z
+    assert ("squall_backup_drill_last_success_timestamp_seconds", ()) not in m
+    assert val(m, "squall_backup_drill_duration_seconds") == 2.25
+    assert val(m, "squall_backup_drill_check_ok", check="restore") == 1
+    assert val(m, "squall_backup_drill_check_ok", check="blobs") == 0
+    assert val(m, "squall_backup_drill_check_seconds", check="repos") == 0.4
+    assert val(m, "squall_backup_drill_check_count", check="blobs") == 7
+    assert val(m, "squall_backup_drill_check_faults", check="blobs") == 2
+    # Labels are the sidecar's closed sets: an unknown check name is not turned into a series.
+    assert not any(dict(labels).get("check") == "not-a-known-check" for _, labels in m)
+    assert val(m, "squall_backup_replication_lag_seconds") == 0.75
+    assert val(m, "squall_backup_replication_restarts") == 3
+    assert val(m, "squall_backup_replication_encrypted") == 0
+    states = {dict(labels)["state"]: v for (name, labels), v in m.items() if name == "squall_backup_replication_state"}
+    assert states == {"starting": 0, "waiting": 0, "running": 0, "restarting": 1, "failing": 0, "stopped": 0}
+    # The snapshot families still come from the same file.
+    assert val(m, "squall_backup_last_success_timestamp_seconds") == 1767225600.0
+
+    # A passing drill, healthy, replication off: the success time, no replication series.
+    passed = {**DRILL_STATUS, "healthy": True, "unhealthy_reasons": [], "replication": None,
+              "last_drill": {**DRILL_STATUS["last_drill"], "ok": True, "finished_at": "2026-01-06T00:00:00Z"}}
+    path.write_text(json.dumps(passed))
+    wait_for(lambda: val(scrape(c), "squall_backup_healthy") == 1, timeout=10)
+    m = scrape(c)
+    assert val(m, "squall_backup_drill_last_success_timestamp_seconds") == 1767657600.0
+    assert val(m, "squall_backup_drill_last_ok") == 1
+    assert not any(name.startswith("squall_backup_replication") for name, _ in m)
+
+
+# -- the relay monitor (issue #15) --------------------------------------------------------------------------
+
+
+def test_relay_families(tmp_path):
+    from tests.helpers.fake_relays import FakeRelay
+
+    from squall.relays.model import ACCOUNT_STATES, HOST_STATES
+
+    pds = PdsProcess(tmp_path / "data")
+    with FakeRelay("localhost", pds.url, name="m-follower") as follower, \
+            FakeRelay("localhost", pds.url, name="m-ahead") as ahead:
+        follower.know_host()
+        ahead.know_host()
+        closed = f"http://127.0.0.1:{free_port()}"
+        pds.env_extra = {"PDS_METRICS_ENABLED": "true", "PDS_RELAY_MONITOR_INTERVAL": "1",
+                         "PDS_RELAY_MONITOR_URLS": f"{follower.url},{ahead.url},{closed}",
+                         "PDS_RELAY_MONITOR_ACCOUNT_LIMIT": "50",
+                         "SQUALL_RELAY_MONITOR_MIN_REQUEST_GAP": "0.2", "SQUALL_RELAY_MONITOR_REQUEST_TIMEOUT": "1.5",
+                         "SQUALL_RELAY_MONITOR_RECHECK_DELAY": "0.3"}
+        with pds, pds.client() as client:
+            admin = ("admin", pds.admin_password())
+            accounts = [create_account(client, "rm") for _ in range(2)]
+            for relay in (follower, ahead):
+                relay.wait_for(lambda: all(relay.repo(a["did"]) and relay.repo(a["did"]).rev for a in accounts),
+                               what="the relay to see the accounts")
+            ahead.seq_override = 10_000
+
+            def status() -> dict:
+                r = client.get("/xrpc/_admin/relays", params={"accounts": "true"}, auth=admin)
+                assert r.status_code == 200, r.text
+                return {row["url"]: row for row in r.json()["relays"]}
+
+            def settled() -> bool:
+                rows = status()
+                return (rows[follower.url]["status"] == "ok" and rows[follower.url]["accounts"].get("ok") == 2
+                        and rows[ahead.url]["status"] == "seq_ahead" and rows[closed]["status"] == "unreachable")
+
+            wait_for(settled, timeout=20)
+            time.sleep(5.2)  # the scrape snapshot is cached 5 s
+            m = scrape(client)
+            rows = status()
+            # One-hot status over the bounded state set, one series per configured relay.
+            for url, expected in ((follower.url, "ok"), (ahead.url, "seq_ahead"), (closed, "unreachable")):
+                series = {dict(labels)["status"]: v for (name, labels), v in m.items()
+                          if name == "squall_relay_status" and dict(labels)["relay"] == url}
+                assert set(series) == set(HOST_STATES)
+                assert [s for s, v in series.items() if v == 1] == [expected]
+                assert val(m, "squall_relay_account_limit", relay=url) == 50
+            relays_seen = {dict(labels).get("relay") for name, labels in m if name.startswith("squall_relay_")}
+            assert relays_seen - {None} == {follower.url, ahead.url, closed}
+            f = rows[follower.url]
+            # The values are the stored check's (a check may have run since: compare with a tolerance of one check).
+            assert val(m, "squall_relay_their_seq", relay=follower.url) <= f["theirSeq"]
+            assert val(m, "squall_relay_their_seq", relay=ahead.url) == 10_000
+            assert val(m, "squall_relay_account_count", relay=follower.url) == f["accountCount"] == 2
+            assert val(m, "squall_relay_lag_events", relay=ahead.url) == 0
+            assert abs(val(m, "squall_relay_clock_skew_seconds", relay=follower.url)) < 2
+            assert ("squall_relay_their_seq", (("relay", closed),)) not in m  # unknown stays absent, not 0
+            for state in ACCOUNT_STATES:
+                expected = 2 if state == "ok" else 0
+                assert val(m, "squall_relay_accounts", relay=follower.url, status=state) == expected, state
+            assert ("squall_relay_accounts", (("relay", follower.url), ("status", "ok"))) in m

@@ -10,10 +10,14 @@ Two kinds of values:
   transaction durations, rate-limit refusals, outbound requests;
 - read at scrape time (``collect``): firehose subscribers and the counters the firehose and blob
   services keep themselves, accounts by status, database/WAL/blob sizes (store readers, cached for
-  ``CACHE_SECONDS``), the backup sidecar's ``status.json``, and the process collector (RSS, CPU, fds).
+  ``CACHE_SECONDS``), the relay monitor's stored status (``squall_relay_*``), the backup sidecar's
+  ``status.json`` (snapshots, the last restore drill, replication), and the process collector (RSS,
+  CPU, fds).
 
 Label sets are bounded: an NSID label is a registered method's NSID or ``unknown``; statuses are
-HTTP codes; actions, targets and outcomes are closed sets.
+HTTP codes; actions, targets and outcomes are closed sets; a relay label is one of the configured
+relays (``PDS_CRAWLERS``, ``PDS_RELAY_MONITOR_URLS``), relay and account states are the monitor's
+``HOST_STATES`` / ``ACCOUNT_STATES``, replication states and drill checks the sidecar's closed sets.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ CACHE_SECONDS = 5.0
 UNKNOWN = "unknown"
 ACTIONS = ("create", "update", "delete")
 OUTBOUND_TARGETS = ("identity", "proxy", "crawler")  # identity: PLC directory, did:web, handle lookups
+# The backup sidecar's closed sets (squall_backup.replicate states, squall_backup.drill check names):
+# anything else in status.json is not turned into a label.
+REPLICATION_STATES = ("starting", "waiting", "running", "restarting", "failing", "stopped")
+DRILL_CHECKS = ("restore", "integrity", "boot", "health", "describe_server", "repos", "blobs", "logins", "firehose")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -145,6 +153,7 @@ class Metrics:
             "blobs": await blobs.obs_totals(ctx.db),
             "sizes": file_sizes(ctx.settings.database_path),
             "backup": read_backup_status(ctx.settings.data_directory),
+            "relays": await ctx.relays.status() if getattr(ctx, "relays", None) is not None else None,
         }
         self._cache = (now, snap)
         self._snapshot = snap
@@ -250,3 +259,92 @@ class _ScrapeCollector:
             ):
                 if isinstance(value, (int, float)):
                     yield GaugeMetricFamily(name, doc, value=value)
+            yield from _backup_health_families(backup)
+        relays = snap.get("relays")
+        if relays is not None:
+            yield from _relay_families(relays)
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...], rows: Iterable[tuple[tuple[str, ...], Any]]):
+    from prometheus_client.core import GaugeMetricFamily
+
+    g = GaugeMetricFamily(name, doc, labels=labels)
+    for values, value in rows:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            g.add_metric(values, value)
+        elif isinstance(value, bool):
+            g.add_metric(values, int(value))
+    return g
+
+
+def _backup_health_families(backup: dict[str, Any]):
+    """The last restore drill, health and replication from status.json (issue #16)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    if isinstance(backup.get("healthy"), bool):
+        yield GaugeMetricFamily("squall_backup_healthy", "1 when backups are healthy (last run, last drill and "
+                                "replication all fine), else 0", value=int(backup["healthy"]))
+    drill = backup.get("last_drill")
+    if isinstance(drill, dict) and isinstance(drill.get("ok"), bool):
+        at = parse_time(drill.get("finished_at") or drill.get("at"))
+        if at is not None:
+            name, doc = (("squall_backup_drill_last_success_timestamp_seconds", "When the last restore drill passed")
+                         if drill["ok"] else
+                         ("squall_backup_drill_last_failure_timestamp_seconds", "When the last restore drill failed"))
+            yield GaugeMetricFamily(name, doc, value=at)
+        yield GaugeMetricFamily("squall_backup_drill_last_ok", "1 when the last restore drill passed, else 0",
+                                value=int(drill["ok"]))
+        if isinstance(drill.get("duration_seconds"), (int, float)):
+            yield GaugeMetricFamily("squall_backup_drill_duration_seconds", "Duration of the last restore drill",
+                                    value=drill["duration_seconds"])
+        checks = [c for c in drill.get("checks") or [] if isinstance(c, dict) and c.get("name") in DRILL_CHECKS]
+        doc = "of the last restore drill, per check"
+        yield _gauge("squall_backup_drill_check_ok", f"1 when the check passed, {doc}", ("check",),
+                     (((c["name"],), bool(c.get("ok"))) for c in checks))
+        yield _gauge("squall_backup_drill_check_seconds", f"Seconds taken {doc}", ("check",),
+                     (((c["name"],), c.get("seconds")) for c in checks))
+        yield _gauge("squall_backup_drill_check_count", f"Items checked {doc}", ("check",),
+                     (((c["name"],), c.get("count")) for c in checks))
+        yield _gauge("squall_backup_drill_check_faults", f"Faults found {doc}", ("check",),
+                     (((c["name"],), c.get("fault_count")) for c in checks))
+    rep = backup.get("replication")
+    if isinstance(rep, dict) and rep.get("enabled"):
+        yield _gauge("squall_backup_replication_state", "Litestream replication state (1 for the current one)",
+                     ("state",), (((s,), int(rep.get("state") == s)) for s in REPLICATION_STATES))
+        if isinstance(rep.get("lag_seconds"), (int, float)):
+            yield GaugeMetricFamily("squall_backup_replication_lag_seconds",
+                                    "Age of the oldest transaction the replica lacks (0: it has everything)",
+                                    value=rep["lag_seconds"])
+        if isinstance(rep.get("restarts"), int):
+            yield GaugeMetricFamily("squall_backup_replication_restarts", "Litestream restarts since the daemon started",
+                                    value=rep["restarts"])
+        yield GaugeMetricFamily("squall_backup_replication_encrypted", "1 when the replica is encrypted, else 0",
+                                value=int(bool(rep.get("encrypted"))))
+
+
+def _relay_families(status: Any):
+    """The relay monitor's stored status (issue #15): one labelled row per configured relay."""
+    from .relays.model import ACCOUNT_STATES, HOST_STATES
+
+    relays = status.relays
+    yield _gauge("squall_relay_status", "The relay monitor's status of this host on each relay (1 for the current one)",
+                 ("relay", "status"), (((r.url, s), int(r.status == s)) for r in relays for s in HOST_STATES))
+    yield _gauge("squall_relay_their_seq", "The seq of ours the relay reported at the last check", ("relay",),
+                 (((r.url,), r.their_seq) for r in relays))
+    yield _gauge("squall_relay_our_seq", "Our seq at the relay's last check", ("relay",),
+                 (((r.url,), r.our_seq) for r in relays))
+    yield _gauge("squall_relay_lag_events", "Our seq minus the relay's at the last check", ("relay",),
+                 (((r.url,), r.lag) for r in relays))
+    yield _gauge("squall_relay_account_count", "Accounts of this host the relay reports", ("relay",),
+                 (((r.url,), r.account_count) for r in relays))
+    yield _gauge("squall_relay_account_limit", "The relay's per-host account limit (PDS_RELAY_MONITOR_ACCOUNT_LIMIT)",
+                 ("relay",), (((r.url,), r.account_limit) for r in relays))
+    yield _gauge("squall_relay_clock_skew_seconds", "The relay's Date header minus our clock at the last check",
+                 ("relay",), (((r.url,), None if r.clock_skew_ms is None else r.clock_skew_ms / 1000) for r in relays))
+    yield _gauge("squall_relay_last_check_timestamp_seconds", "When the relay was last checked", ("relay",),
+                 (((r.url,), r.last_checked) for r in relays))
+    yield _gauge("squall_relay_accounts", "Local accounts by what the relay reports of them", ("relay", "status"),
+                 (((r.url, s), r.accounts.get(s, 0)) for r in relays for s in ACCOUNT_STATES))
+    yield _gauge("squall_relay_self_check_ok", "1 when the self-check (our public URL as a relay reaches it) passed",
+                 ("check",), (((c.name,), c.ok) for c in status.self_checks if c.name in ("describeServer",
+                                                                                          "subscribeRepos")))

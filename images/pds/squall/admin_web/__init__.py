@@ -10,7 +10,9 @@ Bearer) and user tokens open nothing here: only the cookie does.
 
 Every action calls the handler of the admin XRPC method that does the same thing
 (``com.atproto.admin.updateSubjectStatus``, ``updateAccountPassword``, ``disableInviteCodes``,
-``com.atproto.server.createInviteCode``), as the admin, so the rules live in one place.
+``com.atproto.server.createInviteCode``), as the admin, so the rules live in one place; the relay
+page's buttons call the relay monitor (``ctx.relays``) as ``/xrpc/_admin/relays/*`` and ``squall
+relay`` do.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class AdminWeb:
 
             self._templates = Environment(loader=PackageLoader("squall.admin_web", "templates"), autoescape=True)
             self._templates.filters["size"] = human_size
+            self._templates.filters["when"] = when
+            self._templates.filters["tone"] = tone
         return self._templates
 
     async def password_hash(self) -> str | None:
@@ -135,6 +139,7 @@ class AdminWeb:
         except Exception as exc:  # noqa: BLE001 - shown to the operator
             health = f"database unavailable: {exc}"
         backup = read_backup_status(ctx.settings.data_directory)
+        relays = await ctx.relays.status() if ctx.relays is not None else None
         fh = ctx.firehose
         return {
             "version": __version__, "uptime": human_duration(time.time() - ctx.started_at), "health": health,
@@ -144,7 +149,8 @@ class AdminWeb:
             "commits": await repos_store.obs_recent_commits(ctx.db, 10),
             "backup": backup_view(backup),
             "crawlers": list(ctx.settings.crawlers),
-            "warnings": warnings(ctx, backup),
+            "relays": relays.relays if relays is not None else None,
+            "warnings": warnings(ctx, backup, relays),
         }
 
     async def storage(self) -> dict[str, Any]:
@@ -160,6 +166,26 @@ class AdminWeb:
         trigger = self.ctx.settings.data_directory / "backups" / TRIGGER_NAME
         return {"backup": backup_view(status), "raw": status, "listing": listing, "listing_error": why,
                 "requested": trigger.exists()}
+
+    async def relays(self) -> dict[str, Any]:
+        """The relay page: a row per relay, the self-checks, recent actions and the accounts × relays
+        matrix (one row per account, one cell per relay)."""
+        from ..relays.model import ACCOUNT_STATES, HOST_STATES
+
+        monitor = self.ctx.relays
+        if monitor is None:
+            return {"running": False}
+        status = await monitor.status(include_accounts=True)
+        urls = [r.url for r in status.relays]
+        matrix: dict[str, dict[str, Any]] = {}
+        for cell in status.accounts or []:
+            row = matrix.setdefault(cell.did, {"did": cell.did, "handle": cell.handle, "cells": {}})
+            row["handle"] = row["handle"] or cell.handle
+            row["cells"][cell.relay] = cell
+        rows = sorted(matrix.values(), key=lambda r: (r["handle"] or r["did"]))
+        return {"running": True, "status": status, "urls": urls, "matrix": rows,
+                "host_states": HOST_STATES, "account_states": ACCOUNT_STATES,
+                "interval": human_duration(status.interval_seconds)}
 
     def request_backup(self) -> None:
         directory = self.ctx.settings.data_directory / "backups"
@@ -183,6 +209,24 @@ def human_size(n: Any) -> str:
     return f"{n:.1f} TiB"
 
 
+def when(unix: Any) -> str:
+    """A stored unix time as "2026-01-01 12:00:00Z (3 min ago)"; "—" when never."""
+    if not isinstance(unix, (int, float)):
+        return "—"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(unix))
+    age = time.time() - unix
+    return f"{stamp}, {human_duration(age)} ago" if age >= 0 else stamp
+
+
+def tone(status: Any) -> str:
+    """A CSS class for a relay, account or backup state: ok, warn or bad."""
+    if status in ("ok", "running", "not_hosted", True):
+        return "ok"
+    if status in ("pending", "behind", "idle", "throttled", "starting", "waiting", "restarting", None):
+        return "warn"
+    return "bad"
+
+
 def human_duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 120:
@@ -199,15 +243,37 @@ def backup_view(status: dict | None) -> dict[str, Any] | None:
         return None
     success = status.get("last_success") or {}
     finished = parse_time(success.get("finished_at"))
+    drill = status.get("last_drill") if isinstance(status.get("last_drill"), dict) else None
+    drill_at = parse_time((drill or {}).get("finished_at") or (drill or {}).get("at"))
+    rep = status.get("replication") if isinstance(status.get("replication"), dict) else None
+    reasons = status.get("unhealthy_reasons")
     return {"state": status.get("state"), "last_success": success or None,
             "age": human_duration(time.time() - finished) if finished else None,
             "last_failure": status.get("last_failure"), "failures": status.get("consecutive_failures"),
             "targets": status.get("targets") or [], "next_run_at": status.get("next_run_at"),
-            "warnings": status.get("warnings") or [], "current_run": status.get("current_run")}
+            "warnings": status.get("warnings") or [], "current_run": status.get("current_run"),
+            # The restore drill, health and replication (issue #16); None/absent from older sidecars.
+            "healthy": status.get("healthy") if isinstance(status.get("healthy"), bool) else None,
+            "unhealthy_reasons": [str(r) for r in reasons] if isinstance(reasons, list) else [],
+            "drill": drill, "drill_age": human_duration(time.time() - drill_at) if drill_at else None,
+            "drill_checks": [c for c in (drill or {}).get("checks") or [] if isinstance(c, dict)],
+            "drill_running": status.get("drill_running"), "next_drill_at": status.get("next_drill_at"),
+            "drill_schedule": status.get("drill_schedule"),
+            "replication": rep if rep and rep.get("enabled") else None,
+            "replication_lag": _lag_text(rep.get("lag_seconds")) if rep else None}
 
 
-def warnings(ctx: "AppContext", backup: dict | None) -> list[str]:
+def _lag_text(lag: Any) -> str | None:
+    if not isinstance(lag, (int, float)) or isinstance(lag, bool):
+        return None
+    return f"{lag:.1f} s" if lag < 120 else human_duration(lag)
+
+
+def warnings(ctx: "AppContext", backup: dict | None, relays: Any = None) -> list[str]:
     out = []
+    for relay in relays.relays if relays is not None else []:
+        if relay.status not in ("ok", "pending"):
+            out.append(f"Relay {relay.url}: {relay.message or relay.status} (see Relays).")
     if backup is None:
         out.append("No backup has reported yet (no backups/status.json): is the backup container running?")
     else:
@@ -220,6 +286,8 @@ def warnings(ctx: "AppContext", backup: dict | None) -> list[str]:
         elif time.time() - success > 2 * 86400:
             out.append(f"The last good backup is {human_duration(time.time() - success)} old.")
         out.extend(str(w) for w in backup.get("warnings") or [])
+        if backup.get("healthy") is False:
+            out.extend(f"Backups unhealthy: {r}" for r in backup.get("unhealthy_reasons") or [])
     out.append("No SMTP: Squall sends no e-mail (no e-mail confirmation or password-reset mails).")
     if not ctx.settings.invite_required:
         out.append("Sign-up is open (PDS_INVITE_REQUIRED=false).")

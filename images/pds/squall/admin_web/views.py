@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..atproto import syntax
-from ..errors import DomainError
+from ..errors import DomainError, InvalidRequest
 from ..store import accounts as accounts_store
 from . import _STATIC, COOKIE, CSP, MAX_FORM, PRE_COOKIE, SESSION_SECONDS, Refused
 
@@ -161,6 +161,9 @@ def add_routes(app: Any, get_ctx: Callable[[], "AppContext"]) -> None:
     async def load_backups(request: Request) -> dict:
         return {"b": await web().backups()}
 
+    async def load_relays(request: Request) -> dict:
+        return {"r": await web().relays()}
+
     async def load_invites(request: Request) -> dict:
         data = await web().call(_with_params(request, {"limit": "100"}), "com.atproto.admin.getInviteCodes", {})
         return {"codes": data["codes"], "created": request.query_params.get("created")}
@@ -173,8 +176,10 @@ def add_routes(app: Any, get_ctx: Callable[[], "AppContext"]) -> None:
             try:
                 return await run(request, fields)
             except DomainError as exc:
-                return to(request.url.path.rsplit("/", 1)[0] if "/accounts/" in request.url.path else "/admin",
-                          f"Refused: {exc.message}")
+                path = request.url.path
+                back = (path.rsplit("/", 1)[0] if "/accounts/" in path
+                        else "/admin/relays" if path.startswith("/admin/relays/") else "/admin")
+                return to(back, f"Refused: {exc.message}")
 
         post.__name__ = run.__name__
         return post
@@ -227,6 +232,41 @@ def add_routes(app: Any, get_ctx: Callable[[], "AppContext"]) -> None:
         web().request_backup()
         return to("/admin/backups", "Backup requested: the backup container starts it within a few seconds.")
 
+    # -- the relay monitor (issue #15): the same calls as /xrpc/_admin/relays/* and `squall relay` ----
+
+    def monitor() -> Any:
+        relays = get_ctx().relays
+        if relays is None:
+            raise InvalidRequest("the relay monitor is not running")
+        return relays
+
+    async def relay_crawl(request: Request, fields: dict) -> Response:
+        relay = fields.get("relay", "")[:2048] or None
+        results = await monitor().request_crawl(relay)
+        text = "; ".join(f"{r['relay']}: {'asked' if r['ok'] else 'failed'} ({r['detail']})" for r in results)
+        return to("/admin/relays", f"Crawl requested. {text}" if results else "No relay is configured.")
+
+    async def relay_announce(request: Request, fields: dict) -> Response:
+        did = fields.get("did", "").strip()[:2048]
+        if not syntax.is_valid_did(did):
+            raise InvalidRequest(f"not a DID: {did!r}")
+        result = await monitor().reannounce_account(did)
+        return to("/admin/relays", f"Re-announced {did}: events {', '.join(map(str, result['seqs']))} "
+                                   "(#identity, #sync, #account).")
+
+    async def relay_advance(request: Request, fields: dict) -> Response:
+        relay = fields.get("relay", "")[:2048]
+        if not relay:
+            raise InvalidRequest("which relay? (none given)")
+        confirm = fields.get("confirm") == "1"
+        plan = await monitor().advance_sequence(relay, confirm=confirm)
+        if confirm and plan.get("applied"):
+            return to("/admin/relays", f"Sequence advanced: {plan['message']}.")
+        session = await signed_in(request)
+        # Not confirmed yet (or nothing to do): the plan, with the confirming form when there is one.
+        return page("relay_advance.html", session=session, plan=plan, note=None,
+                    actionable=plan["theirSeq"] > plan["ourSeq"] and not plan.get("applied"))
+
     async def css(request: Request) -> Response:
         return Response((_STATIC / "admin.css").read_bytes(), media_type="text/css",
                         headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
@@ -237,6 +277,7 @@ def add_routes(app: Any, get_ctx: Callable[[], "AppContext"]) -> None:
         "/admin/accounts/{did}": view("account.html", load_account),
         "/admin/storage": view("storage.html", load_storage),
         "/admin/backups": view("backups.html", load_backups),
+        "/admin/relays": view("relays.html", load_relays),
         "/admin/invites": view("invites.html", load_invites),
     }
     for path, handler in gets.items():
@@ -252,6 +293,9 @@ def add_routes(app: Any, get_ctx: Callable[[], "AppContext"]) -> None:
         "/admin/invites/create": action(invite_create),
         "/admin/invites/disable": action(invite_disable),
         "/admin/backups/run": action(backup_now),
+        "/admin/relays/crawl": action(relay_crawl),
+        "/admin/relays/announce": action(relay_announce),
+        "/admin/relays/advance-sequence": action(relay_advance),
     }
     for path, handler in posts.items():
         app.add_api_route(path, guarded(handler), methods=["POST"], include_in_schema=False)
