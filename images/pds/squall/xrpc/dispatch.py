@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -98,7 +99,21 @@ def _json_result(result: Any) -> Response:
         return result
     if result is None:
         return Response(status_code=200)
-    return JSONResponse(result)
+    try:
+        # orjson: the same compact UTF-8 text as JSONResponse, several times faster (issue #21).
+        body = orjson.dumps(result)
+    except TypeError:  # what orjson does not take (an integer over 64 bits, a non-string key)
+        return JSONResponse(result)
+    return Response(body, media_type="application/json")
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # What orjson refuses but the json module reads (a UTF-16 body, an integer over 64 bits,
+        # NaN) gets the answer it always got; invalid JSON raises ValueError from here.
+        return json.loads(raw)
 
 
 class _Limits:
@@ -177,7 +192,7 @@ async def _call(ctx: "AppContext", request: Request, method: "Method", limits: _
             if ctype != "application/json":
                 raise InvalidRequest("Wrong request encoding (Content-Type): expected application/json")
             try:
-                body = json.loads(raw)
+                body = _parse_json(raw)
             except (ValueError, UnicodeDecodeError):
                 raise InvalidRequest("Request body is not valid JSON") from None
             if not isinstance(body, dict):
