@@ -14,9 +14,7 @@ blocks it asks for on demand within one read transaction.
 
 from __future__ import annotations
 
-from contextlib import aclosing
-from pathlib import Path
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import aiosqlite
 
@@ -26,6 +24,10 @@ from ..atproto.cid import CID, encode_varint
 from ..atproto.mst import NodeCache
 from ..atproto.repo import record_proof_blocks
 from ..store import repos
+from ..store.db import Snapshot
+
+if TYPE_CHECKING:
+    from ..store.db import Database
 
 PAGE_ROWS = 500
 CHUNK_BYTES = 64 * 1024
@@ -38,55 +40,67 @@ class RepoNotStored(Exception):
 
 class RepoExport:
     """Open with :meth:`open` (raises RepoNotStored before any byte is sent), then iterate
-    :meth:`chunks`; the connection closes when the iteration ends or is abandoned."""
+    :meth:`chunks`; the snapshot closes when the iteration ends or is abandoned."""
 
-    def __init__(self, conn: aiosqlite.Connection, did: str, root: CID, commit_block: bytes, since: str | None):
-        self._conn = conn
+    def __init__(self, snapshot: Snapshot, did: str, root: bytes, commit_block: bytes, since: str | None):
+        self._snapshot = snapshot
         self.did = did
-        self.root = root
+        self.root = CID.from_bytes(root)
+        self._root_bytes = root
         self._commit_block = commit_block
         self.since = since
 
     @classmethod
-    async def open(cls, path: Path, did: str, since: str | None = None) -> "RepoExport":
-        conn = await repos.open_snapshot(path)
+    async def open(cls, db: "Database", did: str, since: str | None = None) -> "RepoExport":
+        snapshot = await db.open_snapshot()
         try:
-            cid = await repos.root_cid_on(conn, did)
-            if cid is None:
-                raise RepoNotStored(did)
-            root = CID.decode(cid)
-            block = await repos.block_on(conn, did, root)
-            if block is None:
+            head = await snapshot.run(repos.export_head, did)
+            if head is None:
                 raise RepoNotStored(did)
         except BaseException:
-            await conn.close()
+            await snapshot.close()
             raise
-        return cls(conn, did, root, block, since)
+        return cls(snapshot, did, head[0], head[1], since)
 
     async def close(self) -> None:
-        await self._conn.close()
+        await self._snapshot.close()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        root_bytes = self.root.bytes
+        root = self._root_bytes
         try:
-            buf = bytearray(car_header([self.root]))
-            buf += encode_varint(len(root_bytes) + len(self._commit_block)) + root_bytes + self._commit_block
-            # aclosing: an abandoned download closes the page cursor before the connection.
-            async with aclosing(repos.iter_block_pages(self._conn, self.did, self.since, PAGE_ROWS)) as pages:
-                async for rows in pages:
-                    for cid, content in rows:
-                        if cid == root_bytes:
-                            continue
-                        buf += encode_varint(len(cid) + len(content))
-                        buf += cid
-                        buf += content
-                    if len(buf) >= CHUNK_BYTES:
-                        yield bytes(buf)
-                        buf.clear()
-            if buf:
-                yield bytes(buf)
+            head = bytearray(car_header([self.root]))
+            head += encode_varint(len(root) + len(self._commit_block)) + root + self._commit_block
+            cursor = await self._snapshot.run(repos.export_cursor, self.did, self.since)
+            # Each hop to the snapshot's thread reads and frames about CHUNK_BYTES of blocks.
+            chunk = await self._snapshot.run(_frame_chunk, cursor, root, bytes(head))
+            while chunk is not None:
+                yield chunk
+                chunk = await self._snapshot.run(_frame_chunk, cursor, root, b"")
         finally:
             await self.close()
+
+
+def _frame_chunk(conn: Any, cursor: Any, root: bytes, prefix: bytes) -> bytes | None:
+    """``prefix`` and the CAR sections of the next rows of ``cursor``, about CHUNK_BYTES; None at
+    the end (when nothing is left to send)."""
+    parts = [prefix] if prefix else []
+    size = len(prefix)
+    while size < CHUNK_BYTES:
+        rows = cursor.fetchmany(PAGE_ROWS)
+        if not rows:
+            break
+        for cid, content in rows:
+            if cid == root:
+                continue
+            n = len(cid) + len(content)
+            parts.append(bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000
+                         else encode_varint(n))
+            parts.append(cid)
+            parts.append(content)
+            size += n + 3
+    if not parts:
+        return None
+    return b"".join(parts)
 
 
 async def record_proof(conn: aiosqlite.Connection, did: str, collection: str, rkey: str,

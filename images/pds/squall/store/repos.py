@@ -212,6 +212,28 @@ async def iter_block_pages(conn: aiosqlite.Connection, did: str, since: str | No
             yield rows
 
 
+# -- on a snapshot (store.db.Snapshot: plain sqlite3, one worker-thread hop per call) -----------------
+
+
+def export_head(conn: sqlite3.Connection, did: str) -> tuple[bytes, bytes] | None:
+    """(binary root CID, commit block) of the repo; None when either is missing."""
+    found = conn.execute("SELECT cid FROM repo_root WHERE did = ?", (did,)).fetchone()
+    if found is None:
+        return None
+    root = CID.decode(found[0]).bytes
+    block = conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?", (did, root)).fetchone()
+    return (root, bytes(block[0])) if block is not None else None
+
+
+def export_cursor(conn: sqlite3.Connection, did: str, since: str | None) -> sqlite3.Cursor:
+    """(binary CID, block) rows of the repo in storage order; with ``since``, the blocks written
+    after that rev, oldest rev first. Read with ``fetchmany`` on the same snapshot."""
+    if since is None:
+        return conn.execute("SELECT cid, content FROM repo_block WHERE did = ? ORDER BY cid", (did,))
+    return conn.execute("SELECT cid, content FROM repo_block WHERE did = ? AND repo_rev > ? ORDER BY repo_rev, cid",
+                        (did, since))
+
+
 # -- the writer connection ----------------------------------------------------------------------------
 
 

@@ -90,7 +90,7 @@ async def get_repo(req: XrpcRequest) -> Response:
         raise InvalidRequest("Error: Params property \"since\" must be a valid tid (a repo rev)")
     await assert_repo_availability(req, did)
     try:
-        export = await RepoExport.open(req.ctx.db.path, did, since)
+        export = await RepoExport.open(req.ctx.db, did, since)
     except RepoNotStored:
         raise InvalidRequest(f"Could not find repo for DID: {did}", "RepoNotFound") from None
     return StreamingResponse(export.chunks(), media_type=CAR_TYPE)
@@ -216,7 +216,7 @@ async def get_checkout(req: XrpcRequest) -> Response:
     did = _did_param(req)
     await assert_repo_availability(req, did)
     try:
-        export = await RepoExport.open(req.ctx.db.path, did, None)
+        export = await RepoExport.open(req.ctx.db, did, None)
     except RepoNotStored:
         raise InvalidRequest(f"Could not find repo for DID: {did}", "RepoNotFound") from None
     return StreamingResponse(export.chunks(), media_type=CAR_TYPE)
