@@ -72,6 +72,7 @@ class Database:
         # Snapshot connections (CAR exports): reused, at most SNAPSHOT_IDLE kept open when idle;
         # their work runs on a small pool of threads of its own.
         self._snapshot_executor: ThreadPoolExecutor | None = None
+        self._inline: sqlite3.Connection | None = None
         self._idle_snapshots: list[sqlite3.Connection] = []
         # Observability (squall.metrics): optional duration hooks and the writer's queue depth.
         self.on_transaction: Callable[[float], None] | None = None
@@ -86,6 +87,9 @@ class Database:
         loop = asyncio.get_running_loop()
         self._writer = await loop.run_in_executor(self._executor, self._open_writer)
         self._snapshot_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-snapshot")
+        self._inline = sqlite3.connect(self.path, isolation_level=None)  # this (the loop's) thread only
+        self._inline.execute("PRAGMA query_only=ON")
+        self._inline.execute("PRAGMA busy_timeout=0")
         self._readers = asyncio.Queue()
         for _ in range(self._reader_count):
             conn = await aiosqlite.connect(self.path)
@@ -148,6 +152,9 @@ class Database:
         return conn
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         for conn in self._all_readers:
             await conn.close()
         self._all_readers.clear()
@@ -215,6 +222,27 @@ class Database:
             self._readers.put_nowait(conn)
             if self.on_read is not None:
                 self.on_read(time.perf_counter() - started)
+
+    def read_inline(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """``fn(conn, *args)`` right here, on the event loop's thread, on a read-only connection of
+        its own; None when that cannot be done at once (closed, or the database busy).
+
+        Only for a few indexed point lookups (getRecord): a hop to a reader thread and back costs
+        several times such a query (issue #21). It never waits: busy_timeout is 0, and a busy or
+        locked database answers None so the caller uses the reader pool instead."""
+        conn = self._inline
+        if conn is None:
+            return None
+        started = time.perf_counter()
+        try:
+            result = fn(conn, *args)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None
+            raise
+        if self.on_read is not None:
+            self.on_read(time.perf_counter() - started)
+        return result
 
     async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         async with self.reader() as conn:
