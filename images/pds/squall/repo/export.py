@@ -1,11 +1,11 @@
 """CAR exports of a repository (https://atproto.com/specs/repository#car-file-serialization,
 com.atproto.sync.getRepo / getRecord / getBlocks).
 
-``RepoExport`` streams a whole repo, or the blocks written after a ``since`` rev, from its own
-read-only connection holding one read transaction: every page comes from the same snapshot as the
-root, however long the client takes, and a slow download never holds a connection of the shared
-reader pool. Blocks are read in pages and written out in chunks of about 64 KiB, so memory stays
-flat whatever the repo's size. The commit is the CAR's root and comes first; the rest follow in
+``RepoExport`` streams a whole repo, or the blocks written after a ``since`` rev, from a private
+read-only connection holding one read transaction (``Database.open_snapshot``, pooled): every
+page comes from the same snapshot as the root, however long the client takes, and a slow download
+never holds a connection of the shared reader pool. Blocks are read and framed on the snapshot's
+thread in chunks of about 64 KiB (one hop per chunk), so memory stays flat whatever the repo's size. The commit is the CAR's root and comes first; the rest follow in
 storage order (the reference does the same: the spec does not order blocks).
 
 ``record_proof`` builds the small ``sync.getRecord`` CAR with the core's proof walk, fetching the
