@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 PAGE_ROWS = 500
 CHUNK_BYTES = 64 * 1024
+WHOLE_BYTES = 1024 * 1024  # a CAR up to this size goes out as one body (with Content-Length)
 MAX_PROOF_FETCHES = 64  # an MST path is a few nodes deep; far more means a broken tree
 
 
@@ -49,6 +50,8 @@ class RepoExport:
         self._root_bytes = root
         self._commit_block = commit_block
         self.since = since
+        self._cursor: Any = None
+        self._read: list[bytes] = []  # chunks read ahead by whole_if_small
 
     @classmethod
     async def open(cls, db: "Database", did: str, since: str | None = None) -> "RepoExport":
@@ -65,19 +68,44 @@ class RepoExport:
     async def close(self) -> None:
         await self._snapshot.close()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        root = self._root_bytes
+    async def whole_if_small(self, limit: int = WHOLE_BYTES) -> bytes | None:
+        """The whole CAR when it is at most about ``limit`` bytes (the export is then closed: send
+        it as one body with its length, no streaming machinery); None otherwise, and
+        :meth:`chunks` then starts with what was read."""
         try:
-            head = bytearray(car_header([self.root]))
-            head += encode_varint(len(root) + len(self._commit_block)) + root + self._commit_block
-            cursor = await self._snapshot.run(repos.export_cursor, self.did, self.since)
-            # Each hop to the snapshot's thread reads and frames about CHUNK_BYTES of blocks.
-            chunk = await self._snapshot.run(_frame_chunk, cursor, root, bytes(head))
+            size = 0
+            while size <= limit:
+                chunk = await self._next_chunk()
+                if chunk is None:
+                    await self.close()
+                    return b"".join(self._read)
+                self._read.append(chunk)
+                size += len(chunk)
+        except BaseException:
+            await self.close()
+            raise
+        return None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while self._read:
+                yield self._read.pop(0)
+            chunk = await self._next_chunk()
             while chunk is not None:
                 yield chunk
-                chunk = await self._snapshot.run(_frame_chunk, cursor, root, b"")
+                chunk = await self._next_chunk()
         finally:
             await self.close()
+
+    async def _next_chunk(self) -> bytes | None:
+        # Each hop to the snapshot's thread reads and frames about CHUNK_BYTES of blocks.
+        root = self._root_bytes
+        if self._cursor is None:
+            head = bytearray(car_header([self.root]))
+            head += encode_varint(len(root) + len(self._commit_block)) + root + self._commit_block
+            self._cursor = await self._snapshot.run(repos.export_cursor, self.did, self.since)
+            return await self._snapshot.run(_frame_chunk, self._cursor, root, bytes(head))
+        return await self._snapshot.run(_frame_chunk, self._cursor, root, b"")
 
 
 def _frame_chunk(conn: Any, cursor: Any, root: bytes, prefix: bytes) -> bytes | None:
