@@ -54,6 +54,9 @@ def event_epoch(value: str) -> float:
 # the websockets client library is used instead).
 
 
+_DECODED: dict[bytes, tuple[int, float]] = {}  # frame → (seq, event time), per client process
+
+
 class _Subscriber(asyncio.Protocol):
     def __init__(self, host: str, port: int, path: str, ready, done: asyncio.Future) -> None:
         self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -107,13 +110,25 @@ class _Subscriber(asyncio.Protocol):
         del buf[:pos]
 
     def message(self, payload: bytes, received: float) -> None:
-        decoder = cbor2.CBORDecoder(io.BytesIO(payload))
-        header = decoder.decode()
-        if header.get("t") != "#commit":
+        # Every subscriber of this process receives the same frame: decode it once (with 1,000
+        # subscribers, decoding each copy would make the clients, not the server, the bottleneck).
+        known = _DECODED.get(payload)
+        if known is None:
+            decoder = cbor2.CBORDecoder(io.BytesIO(payload))
+            header = decoder.decode()
+            if header.get("t") != "#commit":
+                known = (0, 0.0)
+            else:
+                body = decoder.decode()
+                known = (body["seq"], event_epoch(body["time"]))
+            if len(_DECODED) > 10_000:
+                _DECODED.clear()
+            _DECODED[payload] = known
+        seq, sent = known
+        if not seq:
             return
-        body = decoder.decode()
-        self.seqs.append(body["seq"])
-        self.latencies.append((received - event_epoch(body["time"])) * 1000)
+        self.seqs.append(seq)
+        self.latencies.append((received - sent) * 1000)
 
     def connection_lost(self, exc) -> None:
         if not self.done.done():
@@ -225,6 +240,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--procs", type=int, default=2, help="client processes for the subscribers")
     parser.add_argument("--accounts", type=int, default=4)
+    parser.add_argument("--target-ms", type=float, default=P99_TARGET_MS,
+                        help=f"p99 delivery target (default {P99_TARGET_MS:.0f} ms; issue #21 asks ≤ 100 ms at 1,000 subscribers)")
     parser.add_argument("--deflate", action="store_true",
                         help="subscribers negotiate permessage-deflate (websockets client library)")
     args = parser.parse_args()
@@ -305,7 +322,7 @@ def main() -> int:
               f"{complete}/{args.subscribers}; in order without duplicates: {in_order}/{args.subscribers}")
         print(f"  delivery latency (event time → receipt), {len(latencies)} deliveries: "
               f"p50 {p50:.1f} ms  p90 {p90:.1f} ms  p99 {p99:.1f} ms  max {max(latencies, default=float('nan')):.1f} ms "
-              f"(target p99 ≤ {P99_TARGET_MS:.0f} ms: {'met' if p99 <= P99_TARGET_MS else 'NOT met'})")
+              f"(target p99 ≤ {args.target_ms:.0f} ms: {'met' if p99 <= args.target_ms else 'NOT met'})")
         print(f"  server CPU during the load: {cpu:.1f} s over {load['elapsed']:.1f} s "
               f"({100 * cpu / load['elapsed']:.0f}% of one core)")
         print(f"  subscriber processes' CPU (whole run): {client_cpu:.1f} s")

@@ -23,6 +23,8 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette._utils import get_route_path
+from starlette.routing import Match, Route
 
 from .auth.passwords import make_hasher
 from .auth.revocation import TokenCutoffs
@@ -194,28 +196,73 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
         if add_routes is not None:
             add_routes(app, get_ctx)
 
-    @app.api_route("/xrpc/{nsid}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
-    async def xrpc(request: Request, nsid: str) -> Response:
-        ctx = get_ctx()
+    # A plain ASGI endpoint, not a FastAPI route: FastAPI's parameter and dependency machinery
+    # cost more than the dispatcher itself on a small call (issue #21); the registry decides.
+    # It is tried first (a linear scan of ~50 routes cost ~10 % of a small call) but yields the
+    # paths and methods another route serves (/xrpc/_health, the _admin routes, …), so what answers
+    # a request is what answered before.
+    claimed: set[tuple[str, str]] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.path.startswith("/xrpc/"):
+            for verb in route.methods or XrpcRoute.METHODS:
+                claimed.add((route.path, verb))
+    app.router.routes.insert(0, XrpcRoute(XrpcEndpoint(get_ctx, fallback, log), frozenset(claimed)))
+    return app
+
+
+class XrpcRoute(Route):
+    """``/xrpc/{nsid}`` (HTTP only) with a matcher that is a prefix test and a set lookup."""
+
+    METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
+
+    def __init__(self, endpoint: "XrpcEndpoint", claimed: frozenset[tuple[str, str]]):
+        super().__init__("/xrpc/{nsid}", endpoint, methods=list(self.METHODS))
+        self.claimed = claimed
+
+    def matches(self, scope) -> tuple[Match, dict[str, Any]]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        path = get_route_path(scope) if scope.get("root_path") else scope["path"]
+        if not path.startswith("/xrpc/") or (path, scope["method"]) in self.claimed:
+            return Match.NONE, {}
+        nsid = path[6:]
+        if not nsid or "/" in nsid:
+            return Match.NONE, {}
+        child = {"endpoint": self.endpoint, "path_params": {**scope.get("path_params", {}), "nsid": nsid}}
+        if scope["method"] not in self.methods:
+            return Match.PARTIAL, child
+        return Match.FULL, child
+
+
+class XrpcEndpoint:
+    """ASGI app for ``/xrpc/{nsid}``: the dispatcher, the error envelope and the metrics."""
+
+    def __init__(self, get_ctx, fallback, log: logging.Logger):
+        self.get_ctx = get_ctx
+        self.fallback = fallback
+        self.log = log
+
+    async def __call__(self, scope, receive, send) -> None:
+        request = Request(scope, receive, send)
+        nsid = scope["path_params"]["nsid"]
+        ctx = self.get_ctx()
         started = time.perf_counter()
         err: XRPCError | None = None
         try:
-            response = await dispatch(ctx, request, nsid, fallback)
+            response = await dispatch(ctx, request, nsid, self.fallback)
         except XRPCError as exc:
             err, response = exc, error_response(exc)
         except ClientDisconnect:
             raise  # RequestLog logs it as one line: the client went away, nothing failed here
         except RecursionError:  # hostile nesting that some decoder let through: the input's fault
-            log.info("input nested too deeply", extra={"nsid": nsid})
+            self.log.info("input nested too deeply", extra={"nsid": nsid})
             response = error_response(InvalidRequest("Input is nested too deeply"))
         except Exception:
-            log.exception("unhandled error in XRPC method", extra={"nsid": nsid})
+            self.log.exception("unhandled error in XRPC method", extra={"nsid": nsid})
             response = error_response(InternalServerError())
         ctx.metrics.observe_xrpc(ctx, nsid, response.status_code, time.perf_counter() - started,
                                  rate_limited=isinstance(err, RateLimitExceeded))
-        return response
-
-    return app
+        await response(scope, receive, send)
 
 
 class RequestLog:

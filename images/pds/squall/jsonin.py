@@ -10,6 +10,8 @@ so the same bound applies to JSON input, checked without recursion after parsing
 from __future__ import annotations
 
 import json
+
+import orjson
 from typing import Any
 
 MAX_DEPTH = 128  # as squall.atproto.dagcbor.MAX_DEPTH
@@ -24,9 +26,14 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """``json.loads`` that raises ``ValueError`` (``JsonTooDeep`` for nesting) and nothing else
     for bad input; ``UnicodeDecodeError`` is a ``ValueError`` too."""
     try:
-        value = json.loads(raw)
-    except RecursionError:
-        raise JsonTooDeep(max_depth) from None
+        value = orjson.loads(raw)  # the fast path (it refuses lone surrogates and > 1024 levels itself)
+    except orjson.JSONDecodeError:
+        # What orjson refuses but the json module reads (a UTF-16 body, an integer over 64 bits,
+        # NaN) gets the answer it always got; invalid JSON raises ValueError from here.
+        try:
+            value = json.loads(raw)
+        except RecursionError:
+            raise JsonTooDeep(max_depth) from None
     if depth_exceeds(value, max_depth):
         raise JsonTooDeep(max_depth)
     return value

@@ -542,7 +542,7 @@ def routes(app, get_ctx: Callable[[], Any]) -> None:
             return RedirectResponse("/account", status_code=303)
         ctx = get_ctx()
         try:
-            export = await RepoExport.open(ctx.db.path, session["did"], None)
+            export = await RepoExport.open(ctx.db, session["did"], None)
         except RepoNotStored:
             return refuse("This account has no repository.", 404)
         name = session["did"].replace(":", "_")

@@ -46,10 +46,14 @@ class TokenClaims:
 
 
 class TokenIssuer:
+    VERIFIED_TTL = 10.0  # seconds a verified token's signature check is remembered
+    VERIFIED_MAX = 4096
+
     def __init__(self, secret: str, service_did: str, *, clock=time.time):
         self._secret = secret
         self._aud = service_did
         self._clock = clock
+        self._verified: dict[tuple[str, str], tuple[TokenClaims, float]] = {}
 
     def __repr__(self) -> str:
         return "TokenIssuer(<redacted>)"
@@ -73,6 +77,33 @@ class TokenIssuer:
         return token, jti, exp
 
     def decode(self, token: str, *, expect_typ: str) -> TokenClaims:
+        """The claims of a token this issuer signed, or TokenError.
+
+        A token verified once is remembered for at most ``VERIFIED_TTL`` seconds (and never past
+        its ``exp``), at most ``VERIFIED_MAX`` of them: checking the signature and the claims is a
+        few percent of a small call (issue #21). Only this check is remembered; whatever the caller
+        checks after it (the token's scope, an account's status, a revocation) runs every time.
+        """
+        key = (token, expect_typ)
+        hit = self._verified.get(key)
+        if hit is not None:
+            claims, until = hit
+            now = time.time()
+            if now < until:
+                if claims.exp <= now:  # as PyJWT with leeway 0
+                    del self._verified[key]
+                    raise TokenError("Token has expired", expired=True)
+                return claims
+            del self._verified[key]
+        claims = self._decode(token, expect_typ=expect_typ)
+        if len(self._verified) >= self.VERIFIED_MAX:
+            # Oldest first (dicts keep insertion order); a burst of new tokens only costs the check.
+            for stale in list(self._verified)[: self.VERIFIED_MAX // 4]:
+                del self._verified[stale]
+        self._verified[key] = (claims, time.time() + self.VERIFIED_TTL)
+        return claims
+
+    def _decode(self, token: str, *, expect_typ: str) -> TokenClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

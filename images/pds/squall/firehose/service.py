@@ -50,6 +50,8 @@ class Firehose:
         self.backfill_limit_ms = backfill_limit_ms
         self.crawlers = crawlers
         self.last_seq = 0  # every event up to here has been offered to every live subscriber
+        self._seq_hint = 0  # the highest seq a writer's notify() reported
+        self._seq_unknown = True  # a wake-up without a seq hint: ask the database
         self.closing = False
         self.connections: set[Connection] = set()  # every open subscription, replaying or live
         self._live: set[Connection] = set()  # those receiving fan-out frames
@@ -112,9 +114,10 @@ class Firehose:
 
     # -- writers' side -------------------------------------------------------------------------------
 
-    def notify(self) -> None:
+    def notify(self, seq: int | None = None) -> None:
         """Wake the fan-out (after a transaction that appended events has committed). Never blocks;
-        safe from any thread."""
+        safe from any thread. ``seq``: the highest seq that transaction appended, when the caller
+        knows it; with no live subscriber the fan-out then moves on without asking the database."""
         loop = self._loop
         if loop is None:
             return
@@ -123,11 +126,15 @@ class Firehose:
         except RuntimeError:
             running = None
         if running is loop:
+            if seq is None:
+                self._seq_unknown = True
+            elif seq > self._seq_hint:
+                self._seq_hint = seq
             self._wake.set()
             if self.crawlers is not None:
                 self.crawlers.announce()
         else:
-            loop.call_soon_threadsafe(self.notify)
+            loop.call_soon_threadsafe(self.notify, seq)
 
     # -- subscribers ---------------------------------------------------------------------------------
 
@@ -192,7 +199,7 @@ class Firehose:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.options.poll_seconds)
             except asyncio.TimeoutError:
-                pass
+                self._seq_unknown = True  # events appended by something that did not notify
             self._wake.clear()
             try:
                 await self._pump()
@@ -206,8 +213,12 @@ class Firehose:
         page = self.options.page_size
         if not self._live:
             # Nobody to offer frames to: skip decoding and framing; a subscriber arriving later
-            # replays from the database.
-            self.last_seq = max(self.last_seq, await self.current_seq())
+            # replays from the database. The writers' seq hints say how far the log reaches, unless
+            # a wake-up came without one (or from the poll timer): then the database says.
+            if self._seq_unknown:
+                self._seq_unknown = False
+                self.last_seq = max(self.last_seq, await self.current_seq())
+            self.last_seq = max(self.last_seq, self._seq_hint)
             return
         while True:
             rows = await sequencer.read_events(self.db, self.last_seq, page)

@@ -222,13 +222,22 @@ class Connection:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            seq, frame = self.queue.popleft()
-            self.queued_bytes -= len(frame)
-            if seq <= self.last_sent:
+            # Everything queued goes out in one write when the server allows it (WsControl).
+            batch: list[bytes] = []
+            last = self.last_sent
+            while self.queue and len(batch) < 256:
+                seq, frame = self.queue.popleft()
+                self.queued_bytes -= len(frame)
+                if seq > last:
+                    batch.append(frame)
+                    last = seq
+            if not batch:
                 continue
-            await self._send(frame)
-            self.firehose.events_sent += 1
-            self.last_sent = seq
+            if not await self.ctl.send_binary(batch):
+                for frame in batch:
+                    await self._send(frame)
+            self.firehose.events_sent += len(batch)
+            self.last_sent = last
 
     # -- sending -----------------------------------------------------------------------------------
 

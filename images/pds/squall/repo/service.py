@@ -73,7 +73,7 @@ class RepoService:
     async def _after_commit(self, outcome: CommitOutcome) -> None:
         firehose = self.firehose
         if firehose is not None:
-            result = firehose.notify()
+            result = firehose.notify(outcome.seq)
             if inspect.isawaitable(result):
                 await result
         if outcome.permanent_blobs:

@@ -36,6 +36,26 @@ class StoreError(Exception):
     """The database cannot be used (newer schema, corrupt file, closed handle)."""
 
 
+class Snapshot:
+    """One read transaction on a private connection (``Database.open_snapshot``): every ``run``
+    sees the same state of the database. ``run(fn, *args)`` calls ``fn(conn, *args)`` on a worker
+    thread, one hop per call, so a reader can do a page of work (query, framing) per hop."""
+
+    def __init__(self, db: "Database", conn: sqlite3.Connection):
+        self._db = db
+        self._conn: sqlite3.Connection | None = conn
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._conn is None or self._db._snapshot_executor is None:
+            raise StoreError("snapshot is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._db._snapshot_executor, fn, self._conn, *args)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._db._release_snapshot(conn)
+
+
 class Database:
     def __init__(self, path: Path, *, readers: int = 2, pds_version: str = "unknown",
                  wal_autocheckpoint: int | None = None):
@@ -49,6 +69,11 @@ class Database:
         self._readers: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all_readers: list[aiosqlite.Connection] = []
         self.schema_version = 0
+        # Snapshot connections (CAR exports): reused, at most SNAPSHOT_IDLE kept open when idle;
+        # their work runs on a small pool of threads of its own.
+        self._snapshot_executor: ThreadPoolExecutor | None = None
+        self._inline: sqlite3.Connection | None = None
+        self._idle_snapshots: list[sqlite3.Connection] = []
         # Observability (squall.metrics): optional duration hooks and the writer's queue depth.
         self.on_transaction: Callable[[float], None] | None = None
         self.on_read: Callable[[float], None] | None = None
@@ -61,6 +86,10 @@ class Database:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         loop = asyncio.get_running_loop()
         self._writer = await loop.run_in_executor(self._executor, self._open_writer)
+        self._snapshot_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-snapshot")
+        self._inline = sqlite3.connect(self.path, isolation_level=None)  # this (the loop's) thread only
+        self._inline.execute("PRAGMA query_only=ON")
+        self._inline.execute("PRAGMA busy_timeout=0")
         self._readers = asyncio.Queue()
         for _ in range(self._reader_count):
             conn = await aiosqlite.connect(self.path)
@@ -69,6 +98,44 @@ class Database:
             await conn.execute("PRAGMA query_only=ON")
             self._all_readers.append(conn)
             self._readers.put_nowait(conn)
+
+    SNAPSHOT_IDLE = 4
+
+    async def open_snapshot(self) -> Snapshot:
+        """A read transaction on a private read-only connection, for reads that outlive a request's
+        share of the reader pool (a whole-repo CAR streamed to a slow client). Close it."""
+        if self._snapshot_executor is None:
+            raise StoreError("database is closed")
+        conn = self._idle_snapshots.pop() if self._idle_snapshots else None
+        conn = await asyncio.get_running_loop().run_in_executor(self._snapshot_executor, self._begin_snapshot, conn)
+        return Snapshot(self, conn)
+
+    def _begin_snapshot(self, conn: sqlite3.Connection | None) -> sqlite3.Connection:
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("BEGIN")
+        return conn
+
+    async def _release_snapshot(self, conn: sqlite3.Connection) -> None:
+        def end() -> bool:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                conn.close()
+                return False
+            return True
+
+        executor = self._snapshot_executor
+        if executor is None:
+            conn.close()
+            return
+        if await asyncio.get_running_loop().run_in_executor(executor, end):
+            if len(self._idle_snapshots) < self.SNAPSHOT_IDLE and self._snapshot_executor is not None:
+                self._idle_snapshots.append(conn)
+            else:
+                conn.close()
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -85,9 +152,18 @@ class Database:
         return conn
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         for conn in self._all_readers:
             await conn.close()
         self._all_readers.clear()
+        if self._snapshot_executor is not None:
+            executor, self._snapshot_executor = self._snapshot_executor, None
+            idle, self._idle_snapshots = self._idle_snapshots, []
+            for conn in idle:
+                conn.close()
+            executor.shutdown(wait=False)
         if self._writer is not None and self._executor is not None:
             writer = self._writer
             self._writer = None
@@ -146,6 +222,27 @@ class Database:
             self._readers.put_nowait(conn)
             if self.on_read is not None:
                 self.on_read(time.perf_counter() - started)
+
+    def read_inline(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """``fn(conn, *args)`` right here, on the event loop's thread, on a read-only connection of
+        its own; None when that cannot be done at once (closed, or the database busy).
+
+        Only for a few indexed point lookups (getRecord): a hop to a reader thread and back costs
+        several times such a query (issue #21). It never waits: busy_timeout is 0, and a busy or
+        locked database answers None so the caller uses the reader pool instead."""
+        conn = self._inline
+        if conn is None:
+            return None
+        started = time.perf_counter()
+        try:
+            result = fn(conn, *args)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None
+            raise
+        if self.on_read is not None:
+            self.on_read(time.perf_counter() - started)
+        return result
 
     async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         async with self.reader() as conn:

@@ -81,6 +81,9 @@ async def get_active_record_block(db: "Database", identifier: str, collection: s
     DID or handle, in one query; None when there is none. ``prepared`` remembers the reader
     connections that already have the CID function."""
     clause, value = _account_clause(identifier)
+    found = db.read_inline(_active_record_block_now, clause, value, collection, rkey)
+    if found is not None:
+        return found or None
     async with db.reader() as conn:
         await _with_cid_function(conn, prepared)
         rows = await conn.execute_fetchall(
@@ -93,6 +96,26 @@ async def get_active_record_block(db: "Database", identifier: str, collection: s
         return None
     did, record_cid, block = rows[0]
     return did, record_cid, bytes(block)
+
+
+def _active_record_block_now(conn: sqlite3.Connection, clause: str, value: str, collection: str,
+                             rkey: str) -> tuple[str, str, bytes] | tuple[()]:
+    """get_active_record_block on the inline connection (Database.read_inline): two indexed
+    lookups in one read transaction; () when there is no such record."""
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute(
+            "SELECT r.did, r.cid FROM account a "
+            "JOIN record r ON r.did = a.did AND r.collection = ? AND r.rkey = ? AND r.takedown_ref IS NULL "
+            f"WHERE {clause} AND a.deactivated_at IS NULL AND a.takedown_ref IS NULL",
+            (collection, rkey, value)).fetchone()
+        if row is None:
+            return ()
+        block = conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?",
+                             (row[0], _cid_bytes(row[1]))).fetchone()
+    finally:
+        conn.execute("ROLLBACK")
+    return (row[0], row[1], bytes(block[0])) if block is not None else ()
 
 
 async def list_record_blocks(db: "Database", did: str, collection: str, *, limit: int, cursor: str | None,
@@ -210,6 +233,28 @@ async def iter_block_pages(conn: aiosqlite.Connection, did: str, since: str | No
             if not rows:
                 return
             yield rows
+
+
+# -- on a snapshot (store.db.Snapshot: plain sqlite3, one worker-thread hop per call) -----------------
+
+
+def export_head(conn: sqlite3.Connection, did: str) -> tuple[bytes, bytes] | None:
+    """(binary root CID, commit block) of the repo; None when either is missing."""
+    found = conn.execute("SELECT cid FROM repo_root WHERE did = ?", (did,)).fetchone()
+    if found is None:
+        return None
+    root = CID.decode(found[0]).bytes
+    block = conn.execute("SELECT content FROM repo_block WHERE did = ? AND cid = ?", (did, root)).fetchone()
+    return (root, bytes(block[0])) if block is not None else None
+
+
+def export_cursor(conn: sqlite3.Connection, did: str, since: str | None) -> sqlite3.Cursor:
+    """(binary CID, block) rows of the repo in storage order; with ``since``, the blocks written
+    after that rev, oldest rev first. Read with ``fetchmany`` on the same snapshot."""
+    if since is None:
+        return conn.execute("SELECT cid, content FROM repo_block WHERE did = ? ORDER BY cid", (did,))
+    return conn.execute("SELECT cid, content FROM repo_block WHERE did = ? AND repo_rev > ? ORDER BY repo_rev, cid",
+                        (did, since))
 
 
 # -- the writer connection ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -105,7 +106,12 @@ def _json_result(result: Any) -> Response:
         return result
     if result is None:
         return Response(status_code=200)
-    return JSONResponse(result)
+    try:
+        # orjson: the same compact UTF-8 text as JSONResponse, several times faster (issue #21).
+        body = orjson.dumps(result)
+    except TypeError:  # what orjson does not take (an integer over 64 bits, a non-string key)
+        return JSONResponse(result)
+    return Response(body, media_type="application/json")
 
 
 class _Limits:

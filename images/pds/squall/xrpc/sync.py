@@ -79,10 +79,30 @@ async def get_repo(req: XrpcRequest) -> Response:
     since = req.args.get("since")  # a repo rev (tid)
     await assert_repo_availability(req, did)
     try:
-        export = await RepoExport.open(req.ctx.db.path, did, since)
+        export = await RepoExport.open(req.ctx.db, did, since)
     except RepoNotStored:
         raise InvalidRequest(f"Could not find repo for DID: {did}", "RepoNotFound") from None
+    whole = await export.whole_if_small()
+    if whole is not None:
+        return _ReadCar(whole)
     return StreamingResponse(export.chunks(), media_type=CAR_TYPE)
+
+
+class _ReadCar(Response):
+    """A CAR already read whole (small; the snapshot is closed): sent chunked like a streamed one,
+    without StreamingResponse's disconnect-listening task group, which costs more than the send
+    (issue #21). A large CAR streams, and a client that leaves stops the reading."""
+
+    def __init__(self, body: bytes):
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-type", CAR_TYPE.encode("latin-1"))]
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def get_latest_commit(req: XrpcRequest) -> dict[str, Any]:
@@ -204,7 +224,7 @@ async def get_checkout(req: XrpcRequest) -> Response:
     did = req.args["did"]
     await assert_repo_availability(req, did)
     try:
-        export = await RepoExport.open(req.ctx.db.path, did, None)
+        export = await RepoExport.open(req.ctx.db, did, None)
     except RepoNotStored:
         raise InvalidRequest(f"Could not find repo for DID: {did}", "RepoNotFound") from None
     return StreamingResponse(export.chunks(), media_type=CAR_TYPE)
