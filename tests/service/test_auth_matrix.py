@@ -98,6 +98,10 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/admin/invites/disable"): "cookie",
     ("POST", "/admin/signin"): "cookie",
     ("POST", "/admin/signout"): "cookie",
+    ("GET", "/admin/relays"): "cookie",
+    ("POST", "/admin/relays/advance-sequence"): "cookie",
+    ("POST", "/admin/relays/announce"): "cookie",
+    ("POST", "/admin/relays/crawl"): "cookie",
 }
 # Routes the matrix does not call over plain HTTP, with the reason.
 NOT_HTTP = {
