@@ -16,7 +16,6 @@ from __future__ import annotations
 import sqlite3
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Mapping
 
 import aiosqlite
@@ -183,20 +182,6 @@ async def read_transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlit
         await conn.execute("ROLLBACK")
 
 
-async def open_snapshot(path: Path) -> aiosqlite.Connection:
-    """A private read-only connection holding one read transaction (a CAR export streams a whole
-    repo from it without holding a connection of the shared pool). The caller closes it."""
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        await conn.execute("PRAGMA query_only=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.execute("BEGIN")
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
-
-
 async def root_cid_on(conn: aiosqlite.Connection, did: str) -> str | None:
     async with conn.execute("SELECT cid FROM repo_root WHERE did = ?", (did,)) as cur:
         row = await cur.fetchone()
@@ -215,24 +200,6 @@ async def blocks_on(conn: aiosqlite.Connection, did: str, cids: list[CID]) -> di
     async with conn.execute(f"SELECT cid, content FROM repo_block WHERE did = ? AND cid IN ({marks})",
                             (did, *(c.bytes for c in cids))) as cur:
         return {bytes(r[0]): bytes(r[1]) for r in await cur.fetchall()}
-
-
-async def iter_block_pages(conn: aiosqlite.Connection, did: str, since: str | None,
-                           page_rows: int) -> AsyncIterator[list[Any]]:
-    """Pages of (binary CID, block) rows of the repo, in storage order; with ``since``, only the
-    blocks written after that rev, oldest rev first."""
-    if since is None:
-        sql = "SELECT cid, content FROM repo_block WHERE did = ? ORDER BY cid"
-        params: tuple = (did,)
-    else:
-        sql = "SELECT cid, content FROM repo_block WHERE did = ? AND repo_rev > ? ORDER BY repo_rev, cid"
-        params = (did, since)
-    async with conn.execute(sql, params) as cur:
-        while True:
-            rows = await cur.fetchmany(page_rows)
-            if not rows:
-                return
-            yield rows
 
 
 # -- on a snapshot (store.db.Snapshot: plain sqlite3, one worker-thread hop per call) -----------------
