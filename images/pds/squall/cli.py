@@ -19,7 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import build_app
-    from .httpguard import guarded_protocol, reject_ambiguous_length
+    from .httpguard import guarded_protocol
     from .logs import configure_logging
 
     log = configure_logging(settings.log_level)
@@ -27,16 +27,15 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning(warning)
     app = build_app(settings, log=log)
     config = uvicorn.Config(
-        # Bounded header and body read times, and no request with both Content-Length and
-        # Transfer-Encoding (squall.httpguard): the bare port may face the internet (Railway).
-        reject_ambiguous_length(app),
+        app,
+        # Bounded header and body read times, and a clear 400 for what the parser refuses
+        # (squall.httpguard): the bare port may face the internet (Railway).
         http=guarded_protocol(settings.http_header_timeout, settings.http_body_timeout),
         host=args.host,
         port=settings.port,
         log_config=None,  # our JSON logging is already configured
-        # uvloop rather than asyncio's loop (issue #21). The HTTP parser stays h11: the slow-client
-        # guard above is built on uvicorn's h11 protocol (httptools measured ~10 % faster, but
-        # bounded header/body times on the bare port come first).
+        # uvloop and httptools (llhttp) rather than asyncio's loop and h11 (issue #21): a small call
+        # costs the server ~0.1 ms less CPU.
         loop="uvloop",
         access_log=False,
         proxy_headers=settings.trust_proxy_headers,

@@ -5,46 +5,50 @@ takes to send a request: a client that opens a connection and trickles its heade
 second (slowloris), or announces a body it never sends (a lying ``Content-Length`` or a chunked
 body that never ends), held its connection and its request task for ever. Caddy in front of the
 PDS has its own timeouts; the Railway profile and a bare port have none. This module bounds them
-in the server's HTTP protocol itself (a subclass of uvicorn's h11 protocol), where the bytes
+in the server's HTTP protocol itself (a subclass of uvicorn's httptools protocol — llhttp, the
+parser Node uses, is also what makes the server fast enough for issue #21), where the bytes
 arrive:
 
 - **headers**: the request line and headers must be complete ``header_timeout`` seconds after the
   connection opens (or after the first byte of the next request on a kept-alive connection);
-  the total, not the idle time, so a byte a second does not help. h11 already caps their size
-  (16 KB) and answers 400 past it.
+  the total, not the idle time, so a byte a second does not help. llhttp caps their size (80 KB)
+  and answers 400 past it.
 - **body**: while the body is being received, every ``body_timeout`` seconds at least
   ``MIN_BODY_RATE`` bytes a second must have arrived over that window; an idle or a dripping
   body is cut off. A real slow upload (a phone on a bad link) moves kilobytes a second.
 
 On either timeout the client gets ``408 Request Timeout`` (RFC 9110 §15.5.9) when no response
 has started, and the connection is closed; a request handler waiting for the body sees a client
-disconnect. A request that carries both ``Content-Length`` and ``Transfer-Encoding`` is refused
-with 400 and the connection closed (RFC 9112 §6.3: such a message is the stuff of request
-smuggling; h11 itself would accept it and go by the chunked encoding).
+disconnect. A request the parser refuses — among them one that carries both ``Content-Length``
+and ``Transfer-Encoding`` (RFC 9112 §6.3: the stuff of request smuggling) — gets a JSON 400 that
+names the parser's reason, and the connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MIN_BODY_RATE = 1024  # bytes per second, averaged over each body_timeout window
 
 _408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
         b"content-length: %d\r\n\r\n")
 _408_BODY = b'{"error":"RequestTimeout","message":"The request was not received in time"}'
+_400 = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n")
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with the given timeouts (seconds), for ``uvicorn.Config(http=…)``."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,),
+def guarded_protocol(header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the given timeouts (seconds), for ``uvicorn.Config(http=…)``."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
                 {"header_timeout": header_timeout, "body_timeout": body_timeout})
 
 
-class GuardedH11Protocol(H11Protocol):
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout: float = 20.0
     body_timeout: float = 30.0
 
@@ -53,6 +57,10 @@ class GuardedH11Protocol(H11Protocol):
         self._guard: asyncio.TimerHandle | None = None
         self._guarding: str | None = None  # "headers" | "body" | None
         self._window_bytes = 0
+        # Where the parser is: between on_message_begin and on_message_complete, and whether the
+        # headers of that message are in (the parser's own state is not exposed).
+        self._in_message = False
+        self._headers_done = False
 
     # -- uvicorn's protocol hooks ------------------------------------------------------------------
 
@@ -65,32 +73,56 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._guarding is None and self.conn.their_state is h11.IDLE:
-            self._arm_headers()  # the first byte of the next request on a kept-alive connection
+        # uvicorn's own data_received, except that a request the parser refuses gets a JSON error
+        # with the parser's reason (a bare "Invalid HTTP request received." explains nothing).
+        self._unset_keepalive_if_required()
         self._window_bytes += len(data)
-        super().data_received(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._disarm()
+            reason = str(exc) or "malformed request"
+            self.logger.info("invalid HTTP request: %s", reason,
+                             extra={"client": self.client[0] if self.client else None})
+            body = json.dumps({"error": "InvalidRequest", "message": f"Invalid HTTP request: {reason}"}).encode()
+            self.transport.write(_400 % len(body) + body)
+            self.transport.close()
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
         self._follow_state()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._follow_state()
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_message = True
+        self._headers_done = False
+        if self._guarding is None:
+            self._arm_headers()  # the first byte of the next request on a kept-alive connection
 
-    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._headers_done = True
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_message = False
+        self._disarm()  # headers and body are in
+
+    def handle_websocket_upgrade(self) -> None:
         self._disarm()  # the WebSocket protocol takes the connection over
-        super().handle_websocket_upgrade(event)
+        super().handle_websocket_upgrade()
 
     # -- the guard ----------------------------------------------------------------------------------
 
     def _follow_state(self) -> None:
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             self._disarm()
-            return
-        state = self.conn.their_state
-        if state is h11.SEND_BODY:
-            if self._guarding != "body":
-                self._arm_body()
-        elif state is not h11.IDLE and self._guarding is not None:
-            self._disarm()  # headers and body are in (DONE), or the connection is closing
+        elif self._in_message and self._headers_done and self._guarding != "body":
+            self._arm_body()
 
     def _arm_headers(self) -> None:
         self._disarm()
@@ -111,7 +143,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _body_window(self) -> None:
         self._guard = None
-        if self.conn.their_state is not h11.SEND_BODY:
+        if not (self._in_message and self._headers_done):
             self._guarding = None
             return
         if self._window_bytes < max(1, int(MIN_BODY_RATE * self.body_timeout)):
@@ -128,7 +160,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         cycle = self.cycle
         started = cycle is not None and not cycle.response_complete and cycle.response_started
-        received_something = what == "body" or bool(self.conn.trailing_data[0])
+        received_something = what == "body" or self._in_message
         self.logger.info("request %s not received in time; closing the connection", what,
                          extra={"client": self.client[0] if self.client else None})
         if cycle is not None and not cycle.response_complete:
@@ -137,22 +169,3 @@ class GuardedH11Protocol(H11Protocol):
         if received_something and not started:
             self.transport.write(_408 % len(_408_BODY) + _408_BODY)
         self.transport.close()
-
-
-def reject_ambiguous_length(app: Any) -> Any:
-    """ASGI wrapper: 400 and close for a request with both Content-Length and Transfer-Encoding."""
-
-    async def guarded(scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            names = {name for name, _ in scope.get("headers", ())}
-            if b"content-length" in names and b"transfer-encoding" in names:
-                body = (b'{"error":"InvalidRequest","message":"A request may not carry both Content-Length and '
-                        b'Transfer-Encoding"}')
-                await send({"type": "http.response.start", "status": 400,
-                            "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await app(scope, receive, send)
-
-    return guarded
