@@ -74,3 +74,70 @@ async def test_snapshot_is_one_read_transaction_and_connections_are_reused(db):
     again = await db.open_snapshot()
     assert len(db._idle_snapshots) == Database.SNAPSHOT_IDLE - 1  # taken from the idle ones
     await again.close()
+
+
+# -- inline writes (Database.write(..., inline=True)) ---------------------------------------------
+
+
+def _where(conn: sqlite3.Connection, key: str) -> int:
+    import threading
+
+    _add_meta(conn, key)
+    return threading.get_ident()
+
+
+def _busy_timeout(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA busy_timeout").fetchone()[0]
+
+
+async def test_an_inline_write_runs_on_the_loop_thread_only_when_the_writer_is_idle(db):
+    import asyncio
+    import threading
+
+    here = threading.get_ident()
+    assert await db.write(_where, "inline-1", inline=True) == here
+    assert await db.write(_where, "thread-1") != here  # not asked for: the writer thread
+
+    # A write already queued on the writer thread: the inline one queues behind it, in order.
+    first = asyncio.ensure_future(db.write(_where, "thread-2"))
+    await asyncio.sleep(0)
+    assert db.pending_writes == 1
+    second = await db.write(_where, "inline-2", inline=True)
+    assert await first != here and second != here
+    keys = [r[0] for r in await db.fetchall("SELECT key FROM squall_meta WHERE key LIKE '%-_' ORDER BY rowid")]
+    assert keys == ["inline-1", "thread-1", "thread-2", "inline-2"]
+
+
+async def test_an_inline_write_rolls_back_on_error(db):
+    before = db.read_inline(_count)
+
+    def fails(conn):
+        _add_meta(conn, "never")
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        await db.write(fails, inline=True)
+    assert db.read_inline(_count) == before
+    assert await db.write(_busy_timeout, inline=True) == 5000
+
+
+async def test_an_inline_write_does_not_wait_on_the_loop_for_another_process_lock(db, tmp_path):
+    import asyncio
+    import threading
+    import time
+
+    other = sqlite3.connect(tmp_path / "pds.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process (a backup, Litestream) holds the write lock
+    try:
+        started = time.monotonic()
+        task = asyncio.ensure_future(db.write(_where, "after-lock", inline=True))
+        ticks = 0
+        while time.monotonic() - started < 0.3:
+            await asyncio.sleep(0.01)  # the loop keeps running: the write waits on the writer thread
+            ticks += 1
+        assert ticks >= 10 and not task.done()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await asyncio.wait_for(task, 10) != threading.get_ident()
+    assert await db.write(_busy_timeout) == 5000  # the writer waits for locks again
