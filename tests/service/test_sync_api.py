@@ -220,3 +220,22 @@ def test_a_repo_emptied_again_still_exports_its_empty_tree(c, plc):
     assert repo.records == {} and len(repo.blocks) == 2  # the commit and the empty root node
     r = c.get(SYNC + "getRecord", params={"did": ivy.did, "collection": "com.example.x", "rkey": "a"})
     assert verify_record_proof(r.content, ivy.did, ivy.key, "com.example.x/a") is None
+
+
+def test_a_repo_larger_than_one_read_streams_in_chunks_from_one_snapshot(c, plc):
+    """Above WHOLE_BYTES (1 MiB) getRepo streams chunk by chunk; the CAR is still whole and valid."""
+    user = make_user(c, "bigrepo", plc.url)
+    filler = "x" * 90_000
+    for batch in range(3):
+        writes = [{"$type": "com.atproto.repo.applyWrites#create", "collection": "com.example.big",
+                   "rkey": f"b{batch}{i:02d}", "value": {"fill": filler, "i": batch * 5 + i}} for i in range(5)]
+        r = c.post(APPLY, headers=user.headers, json={"repo": user.did, "writes": writes})
+        assert r.status_code == 200, r.text
+    with c.stream("GET", SYNC + "getRepo", params={"did": user.did}) as r:
+        assert r.status_code == 200
+        pieces = [piece for piece in r.iter_raw()]
+        car = b"".join(pieces)
+    assert len(car) > 1024 * 1024 and len(pieces) > 1
+    repo = verify_repo_car(car, user.did, user.key)
+    assert len(repo.records) == 15
+    assert repo.record("com.example.big/b204") == {"$type": "com.example.big", "fill": filler, "i": 14}

@@ -5,8 +5,9 @@ com.atproto.sync.getRepo / getRecord / getBlocks).
 read-only connection holding one read transaction (``Database.open_snapshot``, pooled): every
 page comes from the same snapshot as the root, however long the client takes, and a slow download
 never holds a connection of the shared reader pool. Blocks are read and framed on the snapshot's
-thread in chunks of about 64 KiB (one hop per chunk), so memory stays flat whatever the repo's size. The commit is the CAR's root and comes first; the rest follow in
-storage order (the reference does the same: the spec does not order blocks).
+thread in chunks of about 64 KiB (one hop per chunk), so memory stays flat whatever the repo's
+size; getRepo reads a small repo whole in the first hop. The commit is the CAR's root and comes
+first; the rest follow in storage order (the reference does the same: the spec does not order blocks).
 
 ``record_proof`` builds the small ``sync.getRecord`` CAR with the core's proof walk, fetching the
 blocks it asks for on demand within one read transaction.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 PAGE_ROWS = 500
 CHUNK_BYTES = 64 * 1024
-WHOLE_BYTES = 1024 * 1024  # a CAR up to this size goes out as one body (with Content-Length)
+WHOLE_BYTES = 1024 * 1024  # getRepo reads a CAR up to this size whole, in one hop, and sends it as one body
 MAX_PROOF_FETCHES = 64  # an MST path is a few nodes deep; far more means a broken tree
 
 
@@ -43,80 +44,83 @@ class RepoExport:
     """Open with :meth:`open` (raises RepoNotStored before any byte is sent), then iterate
     :meth:`chunks`; the snapshot closes when the iteration ends or is abandoned."""
 
-    def __init__(self, snapshot: Snapshot, did: str, root: bytes, commit_block: bytes, since: str | None):
+    def __init__(self, snapshot: Snapshot, did: str, since: str | None, cursor: Any, root: bytes,
+                 read: bytes, done: bool):
         self._snapshot = snapshot
         self.did = did
+        self.since = since
         self.root = CID.from_bytes(root)
         self._root_bytes = root
-        self._commit_block = commit_block
-        self.since = since
-        self._cursor: Any = None
-        self._read: list[bytes] = []  # chunks read ahead by whole_if_small
+        self._cursor = cursor
+        self._read = [read] if read else []  # framed by open(), not yet handed out
+        self._done = done  # the cursor is exhausted
 
     @classmethod
-    async def open(cls, db: "Database", did: str, since: str | None = None) -> "RepoExport":
+    async def open(cls, db: "Database", did: str, since: str | None = None, *,
+                   read_ahead: int = CHUNK_BYTES) -> "RepoExport":
+        """The export of ``did``'s repo (blocks after ``since`` only, when given), with up to about
+        ``read_ahead`` bytes of it already framed: finding the root, opening the cursor and the
+        first bytes take one hop to the snapshot's thread (a small repo is read whole in it)."""
         snapshot = await db.open_snapshot()
         try:
-            head = await snapshot.run(repos.export_head, did)
-            if head is None:
+            started = await snapshot.run(_start, did, since, max(read_ahead, 1))
+            if started is None:
                 raise RepoNotStored(did)
         except BaseException:
             await snapshot.close()
             raise
-        return cls(snapshot, did, head[0], head[1], since)
+        cursor, root, read, done = started
+        return cls(snapshot, did, since, cursor, root, read, done)
 
     async def close(self) -> None:
         await self._snapshot.close()
 
-    async def whole_if_small(self, limit: int = WHOLE_BYTES) -> bytes | None:
-        """The whole CAR when it is at most about ``limit`` bytes (the export is then closed: send
-        it as one body with its length, no streaming machinery); None otherwise, and
-        :meth:`chunks` then starts with what was read."""
-        try:
-            size = 0
-            while size <= limit:
-                chunk = await self._next_chunk()
-                if chunk is None:
-                    await self.close()
-                    return b"".join(self._read)
-                self._read.append(chunk)
-                size += len(chunk)
-        except BaseException:
-            await self.close()
-            raise
-        return None
+    async def whole_if_small(self) -> bytes | None:
+        """The whole CAR when :meth:`open` read all of it (the export is then closed: send it as
+        one body, no streaming machinery); None otherwise, and :meth:`chunks` starts with what
+        was read."""
+        if not self._done:
+            return None
+        await self.close()
+        return b"".join(self._read)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
             while self._read:
                 yield self._read.pop(0)
-            chunk = await self._next_chunk()
-            while chunk is not None:
-                yield chunk
-                chunk = await self._next_chunk()
+            while not self._done:
+                chunk, self._done = await self._snapshot.run(_frame, self._cursor, self._root_bytes, b"",
+                                                              CHUNK_BYTES)
+                if chunk:
+                    yield chunk
         finally:
             await self.close()
 
-    async def _next_chunk(self) -> bytes | None:
-        # Each hop to the snapshot's thread reads and frames about CHUNK_BYTES of blocks.
-        root = self._root_bytes
-        if self._cursor is None:
-            head = bytearray(car_header([self.root]))
-            head += encode_varint(len(root) + len(self._commit_block)) + root + self._commit_block
-            self._cursor = await self._snapshot.run(repos.export_cursor, self.did, self.since)
-            return await self._snapshot.run(_frame_chunk, self._cursor, root, bytes(head))
-        return await self._snapshot.run(_frame_chunk, self._cursor, root, b"")
+
+def _start(conn: Any, did: str, since: str | None, limit: int) -> tuple[Any, bytes, bytes, bool] | None:
+    """On the snapshot's thread: (cursor, binary root CID, the CAR's first ~``limit`` bytes,
+    whether that is all of it); None when the DID has no repo. The commit is the CAR's root and
+    comes first."""
+    head = repos.export_head(conn, did)
+    if head is None:
+        return None
+    root, commit_block = head
+    prefix = bytearray(car_header([CID.from_bytes(root)]))
+    prefix += encode_varint(len(root) + len(commit_block)) + root + commit_block
+    cursor = repos.export_cursor(conn, did, since)
+    read, done = _frame(conn, cursor, root, bytes(prefix), limit)
+    return cursor, root, read, done
 
 
-def _frame_chunk(conn: Any, cursor: Any, root: bytes, prefix: bytes) -> bytes | None:
-    """``prefix`` and the CAR sections of the next rows of ``cursor``, about CHUNK_BYTES; None at
-    the end (when nothing is left to send)."""
+def _frame(conn: Any, cursor: Any, root: bytes, prefix: bytes, limit: int) -> tuple[bytes, bool]:
+    """``prefix`` and the CAR sections of the next rows of ``cursor``, about ``limit`` bytes, and
+    whether the cursor is exhausted."""
     parts = [prefix] if prefix else []
     size = len(prefix)
-    while size < CHUNK_BYTES:
+    while size < limit:
         rows = cursor.fetchmany(PAGE_ROWS)
         if not rows:
-            break
+            return b"".join(parts), True
         for cid, content in rows:
             if cid == root:
                 continue
@@ -126,9 +130,7 @@ def _frame_chunk(conn: Any, cursor: Any, root: bytes, prefix: bytes) -> bytes | 
             parts.append(cid)
             parts.append(content)
             size += n + 3
-    if not parts:
-        return None
-    return b"".join(parts)
+    return b"".join(parts), False
 
 
 async def record_proof(conn: aiosqlite.Connection, did: str, collection: str, rkey: str,

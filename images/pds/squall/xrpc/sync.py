@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from ..atproto.car import encode_car
 from ..auth.tokens import ACCESS_SCOPES, SCOPE_TAKENDOWN, TokenError
 from ..repo import reader
-from ..repo.export import RepoExport, RepoNotStored, get_blocks as read_blocks, record_proof
+from ..repo.export import WHOLE_BYTES, RepoExport, RepoNotStored, get_blocks as read_blocks, record_proof
 from ..repo.prepare import parse_cid
 from ..store import repos as repo_rows
 from ..store.accounts import Account, find_account
@@ -79,7 +79,7 @@ async def get_repo(req: XrpcRequest) -> Response:
     since = req.args.get("since")  # a repo rev (tid)
     await assert_repo_availability(req, did)
     try:
-        export = await RepoExport.open(req.ctx.db, did, since)
+        export = await RepoExport.open(req.ctx.db, did, since, read_ahead=WHOLE_BYTES)
     except RepoNotStored:
         raise InvalidRequest(f"Could not find repo for DID: {did}", "RepoNotFound") from None
     whole = await export.whole_if_small()
