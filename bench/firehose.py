@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import cbor2
 import httpx
 import psutil
+import uvloop
 
 from _server import bench_server
 
@@ -136,7 +137,10 @@ class _Subscriber(asyncio.Protocol):
 
 
 def subscriber_proc(url: str, count: int, ready, results, stop_after: float, deflate: bool) -> None:
-    asyncio.run(_subscribers(url, count, ready, results, stop_after, deflate))
+    # uvloop (a dependency of the server, so installed): the subscribers share the machine's
+    # cores with the server, and asyncio's pure-Python selector loop roughly doubled their CPU
+    # per delivered frame, which then showed up as delivery latency.
+    uvloop.run(_subscribers(url, count, ready, results, stop_after, deflate))
 
 
 async def _subscribers(url: str, count: int, ready, results, stop_after: float, deflate: bool) -> None:
@@ -291,7 +295,7 @@ def main() -> int:
             finally:
                 sampler.cancel()
 
-        load = asyncio.run(run_load())
+        load = uvloop.run(run_load())
         cpu_after = server.cpu_times()
         collected = []
         client_cpu = 0.0

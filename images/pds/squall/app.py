@@ -11,6 +11,7 @@ all. A feature module may define:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -127,6 +128,11 @@ def build_app(settings: Settings, *, log: logging.Logger | None = None,
                     await start(ctx)
                 started.append(module)
             state["ctx"] = ctx
+            # What lives as long as the process (modules, the lexicons and their compiled checks)
+            # leaves the cyclic collector's view, so full collections walk only what came later;
+            # see also the thresholds in squall.cli (issue #21).
+            gc.collect()
+            gc.freeze()
             log.info("squall started", extra={"version": __version__, "hostname": settings.hostname,
                                                "did_method": settings.did_method, "methods": len(registry.nsids())})
             yield

@@ -27,6 +27,7 @@ from ..store.db import Database
 from .crawlers import CrawlerNotifier
 from .frames import FrameError, event_frame
 from .options import FirehoseOptions
+from .wsctl import binary_frame
 
 if TYPE_CHECKING:
     from .subscription import Connection
@@ -221,14 +222,19 @@ class Firehose:
             self.last_seq = max(self.last_seq, self._seq_hint)
             return
         while True:
-            rows = await sequencer.read_events(self.db, self.last_seq, page)
+            # On the loop's thread when the database allows it at once: a hop to a reader thread
+            # and back waits for the GIL while the loop is busy fanning out (issue #21).
+            rows = self.db.read_inline(sequencer.events_after, self.last_seq, page)
+            if rows is None:
+                rows = await sequencer.read_events(self.db, self.last_seq, page)
             for row in rows:
                 seq = row["seq"]
                 frame = self._frame(row)
                 if frame is not None:
                     self._cache(seq, frame)
+                    wire = binary_frame(frame)  # encoded once for every subscriber
                     for conn in list(self._live):
-                        conn.offer(seq, frame)
+                        conn.offer(seq, frame, wire)
                 self.last_seq = seq
             if len(rows) < page:
                 return

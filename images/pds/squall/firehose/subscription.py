@@ -82,7 +82,7 @@ class Connection:
         self.ws = websocket
         self.ctl = WsControl.from_scope(websocket.scope)
         self.last_sent = 0
-        self.queue: deque[tuple[int, bytes]] = deque()
+        self.queue: deque[tuple[int, bytes, bytes]] = deque()  # (seq, frame, its WebSocket frame)
         self.queued_bytes = 0
         self.too_slow = False
         self.shutting_down = False
@@ -93,7 +93,9 @@ class Connection:
 
     # -- called by the service ---------------------------------------------------------------------
 
-    def offer(self, seq: int, frame: bytes) -> None:
+    def offer(self, seq: int, frame: bytes, wire: bytes) -> None:
+        """Queue event ``seq``: ``frame`` is its message, ``wire`` the same already encoded as a
+        WebSocket frame (once, by the fan-out, for every subscriber)."""
         if self.too_slow:
             return
         opts = self.firehose.options
@@ -105,7 +107,7 @@ class Connection:
             self.firehose.leave(self)
             self._cut_off.set()
             return
-        self.queue.append((seq, frame))
+        self.queue.append((seq, frame, wire))
         self.queued_bytes += len(frame)
         self._wake.set()
 
@@ -224,16 +226,18 @@ class Connection:
                 continue
             # Everything queued goes out in one write when the server allows it (WsControl).
             batch: list[bytes] = []
+            wires: list[bytes] = []
             last = self.last_sent
             while self.queue and len(batch) < 256:
-                seq, frame = self.queue.popleft()
+                seq, frame, wire = self.queue.popleft()
                 self.queued_bytes -= len(frame)
                 if seq > last:
                     batch.append(frame)
+                    wires.append(wire)
                     last = seq
             if not batch:
                 continue
-            if not await self.ctl.send_binary(batch):
+            if not await self.ctl.send_frames(b"".join(wires)):
                 for frame in batch:
                     await self._send(frame)
             self.firehose.events_sent += len(batch)

@@ -14,6 +14,10 @@ the ordinary close: the stream still works, only those two extras are missing.
 from __future__ import annotations
 
 import os
+
+from websockets.protocol import State
+
+_OPEN = State.OPEN
 from typing import Any
 
 SCOPE_KEY = "squall.asgi_send"
@@ -71,23 +75,26 @@ class WsControl:
             return False
         return False
 
-    async def send_binary(self, messages: list[bytes]) -> bool:
-        """Send binary messages through the protocol's own state machine and flow control, all in
-        ONE write to the socket (with 1,000 subscribers the per-message write and the ASGI layers
-        were most of the fan-out's CPU — issue #21). False when that cannot be done here (an
-        unrecognised server, or the connection closing): the caller then uses the ASGI send,
-        which reports a disconnect as it always did."""
+    async def send_frames(self, wire: bytes) -> bool:
+        """Write already encoded server frames (``binary_frame``, joined) to the socket in ONE
+        write, after the protocol's own flow control allows it (as uvicorn's send waits). The
+        firehose encodes each event's frame once for all its subscribers and sends whatever a
+        subscriber has queued at once: with 1,000 subscribers, framing per subscriber and a write
+        per message were most of the fan-out's CPU (issue #21). The bytes are what the protocol's
+        ``send_binary`` would write (unmasked, unfragmented, uncompressed frames: the firehose
+        turns permessage-deflate off), so its state machine has nothing to track. False when
+        that cannot be done here (an unrecognised server, the connection closing): the caller
+        then uses the ASGI send, which reports a disconnect as it always did."""
         proto = self._proto
         if self._kind != "sansio":
             return False
         if not proto.writable.is_set():
-            await proto.writable.wait()  # the peer reads slowly: as uvicorn's own send waits
-        if proto.close_sent or proto.disconnected or proto.transport.is_closing():
-            return False
+            await proto.writable.wait()  # the peer reads slowly
         try:
-            for message in messages:
-                proto.conn.send_binary(message)
-            proto.transport.write(b"".join(proto.conn.data_to_send()))
+            if (proto.close_sent or proto.disconnected or proto.transport.is_closing()
+                    or proto.conn.state is not _OPEN):
+                return False
+            proto.transport.write(wire)
         except Exception:
             return False
         return True
@@ -100,6 +107,19 @@ class WsControl:
                 transport.abort()
             except Exception:
                 pass
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """``payload`` as one final, unmasked binary WebSocket frame (RFC 6455 §5.2), as a server
+    sends it."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x82, n))
+    elif n < 1 << 16:
+        head = bytes((0x82, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x82, 127)) + n.to_bytes(8, "big")
+    return head + payload
 
 
 def _kind_of(protocol: Any | None) -> str | None:

@@ -44,11 +44,20 @@ async def current_seq(db: "Database") -> int:
     return int(row["seq"] or 0) if row is not None else 0
 
 
+_EVENTS_AFTER = "SELECT seq, event_type, event, sequenced_at FROM repo_seq WHERE seq > ? ORDER BY seq LIMIT ?"
+
+
 async def read_events(db: "Database", after: int, limit: int) -> list[sqlite3.Row]:
     """Up to ``limit`` events (seq, event_type, event, sequenced_at) with seq > ``after``, oldest first."""
-    return await db.fetchall(
-        "SELECT seq, event_type, event, sequenced_at FROM repo_seq WHERE seq > ? ORDER BY seq LIMIT ?",
-        (after, limit))
+    return await db.fetchall(_EVENTS_AFTER, (after, limit))
+
+
+def events_after(conn: sqlite3.Connection, after: int, limit: int) -> list[sqlite3.Row]:
+    """``read_events`` on a connection at hand (``Database.read_inline``: the fan-out reads the
+    few events a commit appended without a hop to a reader thread)."""
+    cur = conn.cursor()
+    cur.row_factory = sqlite3.Row
+    return cur.execute(_EVENTS_AFTER, (after, limit)).fetchall()
 
 
 async def first_event_after(db: "Database", seq: int) -> sqlite3.Row | None:
