@@ -113,10 +113,17 @@ def stream(pds):
     async def run() -> tuple[list[Writer], int]:
         async def consume(stop_at: asyncio.Future) -> None:
             async with websockets.connect(stream_url(pds.url, cursor=0), max_size=None) as ws:
+                newest = 0
                 while True:
-                    frames.append(await ws.recv())
-                    if stop_at.done() and decode_frame(frames[-1])[1].get("seq", 0) >= stop_at.result():
+                    # The last frame may arrive before the writers know the final seq: look again
+                    # every 0.5 s as well as on every frame.
+                    if stop_at.done() and newest >= stop_at.result():
                         return
+                    try:
+                        frames.append(await asyncio.wait_for(ws.recv(), timeout=0.5))
+                    except asyncio.TimeoutError:
+                        continue
+                    newest = max(newest, decode_frame(frames[-1])[1].get("seq", 0))
 
         last: asyncio.Future = asyncio.get_running_loop().create_future()
         consumer = asyncio.create_task(consume(last))
