@@ -71,9 +71,36 @@ def frame_name(frame: str) -> str:
     return f"{path}:{name}"
 
 
-def summarise(folded: Path, top: int) -> str:
+# Where a sample's time is spent, by the module of the frame on top of the stack (its self time),
+# first match wins. "event loop (C)" is uvloop's own work in C — socket reads and writes, epoll —
+# which py-spy shows as time in the frame that runs the loop.
+LAYERS = (
+    ("HTTP parsing and writing", ("uvicorn/protocols/http", "h11/", "httptools", "squall/httpguard.py")),
+    ("ASGI layers (FastAPI, Starlette, middleware)", ("fastapi/", "starlette/", "anyio/", "squall/app.py",
+                                                      "squall/oauth/resource.py", "squall/firehose/wsctl.py")),
+    ("XRPC dispatch, lexicon checks, JSON", ("squall/xrpc/dispatch.py", "squall/xrpc/registry.py",
+                                             "squall/atproto/lexicon/", "squall/jsonin.py", "json/", "orjson")),
+    ("auth (token checks)", ("squall/auth/", "jwt/")),
+    ("repo core (MST, CBOR, CIDs, signing)", ("squall/atproto/", "coincurve/", "cbor2/", "multiformats/",
+                                              "base64.py")),
+    ("SQLite and the store", ("squall/store/", "sqlite3/", "aiosqlite/")),
+    ("thread hand-offs and waits", ("concurrent/futures/", "threading.py", "queue.py")),
+    ("event loop (C) and asyncio", ("asyncio/", "uvloop/", "<frozen runpy>", "squall/cli.py")),
+    ("handlers and services", ("squall/",)),
+)
+
+
+def layer_of(frame: str) -> str:
+    for name, prefixes in LAYERS:
+        if frame.startswith(prefixes):
+            return name
+    return "other"
+
+
+def summarise(folded: Path, top: int, calls: int | None = None, rate: int = 1000) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     self_time: collections.Counter[str] = collections.Counter()
+    layers: collections.Counter[str] = collections.Counter()
     total = 0
     for line in folded.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -87,7 +114,11 @@ def summarise(folded: Path, top: int) -> str:
         for name in set(frames):
             inclusive[name] += n
         self_time[frames[-1]] += n
-    lines = [f"{total} samples of busy time"]
+        layers[layer_of(frames[-1])] += n
+    per_call = (lambda n: f"  {n * 1000 / rate / calls:6.3f} ms/call") if calls else (lambda n: "")
+    lines = [f"{total} samples of busy time{per_call(total)}", "  by layer (self time):"]
+    for name, n in layers.most_common():
+        lines.append(f"    {100 * n / max(total, 1):5.1f} %{per_call(n)}  {name}")
     for title, counter in (("inclusive", inclusive), ("self", self_time)):
         lines.append(f"  top {top} {title}:")
         for name, n in counter.most_common(top):
@@ -124,7 +155,13 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("bench/profiles"))
+    parser.add_argument("--summarise", type=Path, metavar="DIR",
+                        help="only print the summaries of the .folded files in DIR (no server, no py-spy)")
     args = parser.parse_args()
+    if args.summarise:
+        for folded in sorted(args.summarise.glob("*.folded")):
+            print(f"== {folded.stem}\n{summarise(folded, args.top)}")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     py_spy()
 
@@ -158,7 +195,7 @@ def main() -> int:
             folded = args.out / f"{name}.folded"
             elapsed = profiled(pds.proc.pid, folded, args.rate, run)
             print(f"== {name}: {n} calls in {elapsed:.2f} s ({n / elapsed:.0f}/s, with the profiler attached)")
-            summary = summarise(folded, args.top)
+            summary = summarise(folded, args.top, calls=n, rate=args.rate)
             (args.out / f"{name}.txt").write_text(summary + "\n")
             print(summary, flush=True)
     print(f"folded stacks and summaries in {args.out}/")

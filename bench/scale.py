@@ -88,6 +88,7 @@ async def bulk_fill(db_path: Path, plan: dict[str, int], batch: int, sample: lis
     from squall.store import sequencer
     from squall.store.db import Database
     from squall.version import __version__
+    from squall.xrpc.registry import Registry, method_lexicons
 
     started = time.perf_counter()
     db = Database(db_path, readers=1, pds_version=__version__)
@@ -97,7 +98,8 @@ async def bulk_fill(db_path: Path, plan: dict[str, int], batch: int, sample: lis
         newest = await repos_store.newest_rev(db)
         if newest:
             clock.observe(newest)
-        service = RepoService(db, clock, logging.getLogger("bench"), firehose=None, blobs=None)
+        lexicons = Registry(lexicons=method_lexicons()).lexicons  # as the app loads them
+        service = RepoService(db, clock, logging.getLogger("bench"), firehose=None, blobs=None, lexicons=lexicons)
         total = sum(plan.values())
         done = 0
         last_print = time.monotonic()

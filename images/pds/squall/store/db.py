@@ -244,8 +244,8 @@ class Database:
         Transactions run one at a time, in order, on the writer thread. ``inline=True`` is for a
         short transaction (one commit of a few records): when no other write is queued it runs
         right here, on the event loop's thread — the hand-off to the writer thread and back cost
-        a createRecord ~20 % of its time (issue #21), more than the loop is held by the
-        transaction itself (~0.5 ms). Nothing else can write meanwhile (the loop is ours and the
+        a createRecord ~20 % of its time (issue #21), and the transaction holds the loop only
+        ~0.5 ms. Nothing else can write meanwhile (the loop is ours and the
         writer thread is idle), so the order is the same. If another process holds the write lock
         at that instant the transaction is not waited for here: it queues on the writer thread.
         """
