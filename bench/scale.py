@@ -163,6 +163,8 @@ def main() -> int:
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
 
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="squall-scale-", dir=args.dir))
     data = root / "data"
     env = {"PDS_LOG_LEVEL": "warning"}
