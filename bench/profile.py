@@ -22,7 +22,6 @@ import argparse
 import collections
 import http.client
 import json
-import os
 import shutil
 import signal
 import subprocess
