@@ -4,6 +4,7 @@ Each case is bounded: a server that keeps the connection open fails the test wit
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import time
@@ -128,6 +129,18 @@ def test_content_length_with_transfer_encoding_is_refused(pds):
         answer = read_until_closed(s, started + GIVE_UP)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert b"Transfer-Encoding" in answer and answer.endswith(b"<closed>")
+
+
+def test_a_malformed_request_gets_a_json_400_naming_the_reason(pds):
+    started = time.monotonic()
+    with connect(pds) as s:
+        s.sendall(b"GET /xrpc/_health HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n")
+        answer = read_until_closed(s, started + GIVE_UP)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body.removesuffix(b"<closed>"))
+    assert error["error"] == "InvalidRequest" and "header" in error["message"].lower(), error
 
 
 def test_keep_alive_requests_are_guarded_too(pds):
