@@ -81,13 +81,27 @@ def browser():
 
 def navigate(driver, element) -> None:
     """Click something that loads a new page and wait until the new page has replaced the old one."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+
+    def replaced(_driver) -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Debian's chromedriver reports an element of a page that has just been replaced as
+            # "Node with given id does not belong to the document" instead of a stale reference.
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 15).until(replaced)
 
 
 def shot(driver, name: str) -> None:
