@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import http.client
 import json
 import shutil
 import signal
@@ -29,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from _server import bench_server
+from _server import Client, bench_server
 
 PASSWORD = "bench-password-123"
 
@@ -39,23 +38,6 @@ def py_spy() -> str:
     if not Path(found).exists():
         raise SystemExit("bench/profile.py: py-spy is not installed (.venv/bin/python -m pip install py-spy)")
     return found
-
-
-class Client:
-    def __init__(self, port: int):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-    def call(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> bytes:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
-                          headers=headers)
-        resp = self.conn.getresponse()
-        payload = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{method} {path}: {resp.status} {payload[:300]!r}")
-        return payload
 
 
 def frame_name(frame: str) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import psutil
 
-from _server import ROOT, PdsProcess, START_TIMEOUT
+from _server import ROOT, START_TIMEOUT, Client, PdsProcess
 
 sys.path.insert(0, str(ROOT / "images" / "backup"))
 
@@ -53,26 +52,6 @@ def load() -> str:
 def pct(samples: list[float], q: float) -> float:
     s = sorted(samples)
     return s[min(len(s) - 1, int(len(s) * q))] * 1000
-
-
-class Client:
-    def __init__(self, port: int):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-
-    def call(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> bytes:
-        headers = {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.conn.request(method, path, body=data, headers=headers)
-        resp = self.conn.getresponse()
-        payload = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{method} {path}: {resp.status} {payload[:300]!r}")
-        return payload
 
 
 # -- the bulk writer (server stopped) --------------------------------------------------------------
@@ -176,7 +155,7 @@ def main() -> int:
         pds.start(timeout=START_TIMEOUT)
         accounts: list[tuple[str, str]] = []  # (did, handle)
         try:
-            c = Client(pds.port)
+            c = Client(pds.port, timeout=600)
             t0 = time.perf_counter()
             for i in range(args.accounts):
                 out = json.loads(c.call("POST", "/xrpc/com.atproto.server.createAccount", {
@@ -210,7 +189,7 @@ def main() -> int:
             pds.start(timeout=120)
             cold = time.perf_counter() - t0
             try:
-                c = Client(pds.port)
+                c = Client(pds.port, timeout=600)
                 writers = random.sample(accounts, min(args.sessions, len(accounts)))
                 tokens = []
                 for did, handle in writers:

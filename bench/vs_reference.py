@@ -29,7 +29,6 @@ The load average is printed at the start and the end: run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import secrets
@@ -44,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from _server import bench_server
+from _server import Client, bench_server
 
 from tests.helpers.net import free_port, wait_http  # noqa: E402  (bench/_server puts the root on the path)
 
@@ -169,32 +168,7 @@ def start_reference(cache: Path, node: str, env: dict[str, str], workdir: Path) 
     return plc, pds
 
 
-# -- the client ------------------------------------------------------------------------------------
-
-
-class Client:
-    """One kept-alive HTTP/1.1 connection; JSON in and out."""
-
-    def __init__(self, port: int):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-    def call(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> bytes:
-        headers = {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.conn.request(method, path, body=data, headers=headers)
-        resp = self.conn.getresponse()
-        payload = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{method} {path}: {resp.status} {payload[:300]!r}")
-        return payload
-
-    def close(self) -> None:
-        self.conn.close()
+# -- measuring ----------------------------------------------------------------------------------------
 
 
 @dataclass
