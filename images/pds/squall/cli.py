@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     # future, a queued frame) that live ~10 ms, across a commit. With the young generation
     # collected every 700 allocations they survived into the old one, and full collections of
     # ~200k objects (~130 ms with the event loop stopped) ran every ~0.3 s: p99 delivery
-    # 135 ms. Collected every 10,000 they die young: p99 40-44 ms, ~1 full collection in 30 s
+    # 135 ms. Collected every 10,000 they die young: p99 40–55 ms, ~1 full collection in 30 s
     # (bench/firehose.py, issue #21). The young generation stays small (~1 MB).
     gc.set_threshold(10_000, 10, 10)
     log = configure_logging(settings.log_level)

@@ -14,11 +14,11 @@ the ordinary close: the stream still works, only those two extras are missing.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from websockets.protocol import State
 
 _OPEN = State.OPEN
-from typing import Any
 
 SCOPE_KEY = "squall.asgi_send"
 
