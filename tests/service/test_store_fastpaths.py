@@ -135,7 +135,9 @@ async def test_an_inline_write_does_not_wait_on_the_loop_for_another_process_loc
         while time.monotonic() - started < 0.3:
             await asyncio.sleep(0.01)  # the loop keeps running: the write waits on the writer thread
             ticks += 1
-        assert ticks >= 10 and not task.done()
+        # A loop blocked by the write (waiting out the lock) would tick once; a loaded machine
+        # may stretch each 10 ms sleep, so only a few ticks are asked for.
+        assert ticks >= 3 and not task.done()
     finally:
         other.execute("ROLLBACK")
         other.close()
